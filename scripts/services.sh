@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Ensure the external services the test-suite needs, and print the environment
+# to use them as `export NAME=value` lines on stdout (everything else goes to stderr):
+#
+#     eval "$(scripts/services.sh)"      # ensure + export (what scripts/test.sh does)
+#     scripts/services.sh stop           # stop the servers *this script* started
+#
+# For each service: if something already answers at the configured URL, use it.
+# Otherwise start our own on a private port, with state/logs under <repo>/var/
+# (git-ignored), installing the server via apt-get when it is missing and we are root.
+#
+#   Redis  TALICADA_TEST_REDIS_URL (default redis://127.0.0.1:6379/0)
+#          own server: redis://127.0.0.1:6391/0, var/redis/
+#   MQTT   TALICADA_TEST_MQTT_URL  (default mqtt://127.0.0.1:1883)
+#          own server: mosquitto on mqtt://127.0.0.1:1884, var/mosquitto/
+#
+# Every network check and wait is bounded by a timeout; nothing here can hang.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VAR_DIR="$ROOT/var"
+VENV_PY="$ROOT/.venv/bin/python"
+
+DEFAULT_REDIS_URL="redis://127.0.0.1:6379/0"
+DEFAULT_MQTT_URL="mqtt://127.0.0.1:1883"
+OWN_REDIS_PORT=6391
+OWN_MQTT_PORT=1884
+OWN_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+OWN_MQTT_URL="mqtt://127.0.0.1:$OWN_MQTT_PORT"
+START_WAIT_SECONDS=10
+
+# Keep stdout clean for `eval`: exports go to fd 3, all other output to stderr.
+exec 3>&1 1>&2
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+emit_export() { printf 'export %s=%q\n' "$1" "$2" >&3; }
+# Hide passwords in URLs before logging them.
+redact() { printf '%s' "$1" | sed -E 's#//([^:@/]*):[^@/]*@#//\1:***@#'; }
+
+# Any Python >= 3 will do for the stdlib-only helpers below.
+if [[ -x "$VENV_PY" ]]; then HELPER_PY="$VENV_PY"; else HELPER_PY="python3"; fi
+
+# Print "host port" of a URL ($2 = default port).
+url_host_port() {
+    "$HELPER_PY" -c '
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+print(u.hostname or "127.0.0.1", u.port or int(sys.argv[2]))' "$1" "$2"
+}
+
+# wait_until SECONDS CMD...: retry CMD every 0.2 s until it succeeds or time runs out.
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------- Redis ---
+
+# Does a Redis server answer PING at URL $1?
+redis_ping() {
+    local url=$1 host port reply
+    if [[ -x "$VENV_PY" ]] && "$VENV_PY" -c 'import redis' >/dev/null 2>&1; then
+        timeout 5 "$VENV_PY" -c '
+import sys, redis
+r = redis.Redis.from_url(sys.argv[1], socket_timeout=2, socket_connect_timeout=2)
+sys.exit(0 if r.ping() else 1)' "$url" >/dev/null 2>&1
+        return
+    fi
+    if command -v redis-cli >/dev/null 2>&1; then
+        reply="$(timeout 5 redis-cli -u "$url" ping 2>/dev/null)" || return 1
+        [[ "$reply" == PONG ]]
+        return
+    fi
+    read -r host port < <(url_host_port "$url" 6379) || return 1
+    # shellcheck disable=SC2016  # expanded by the inner bash
+    timeout 3 bash -c '
+        exec 4<>"/dev/tcp/$1/$2" || exit 1
+        printf "PING\r\n" >&4
+        IFS= read -r -t 2 reply <&4 && [[ "$reply" == "+PONG"* ]]' _ "$host" "$port" 2>/dev/null
+}
+
+# ----------------------------------------------------------------- MQTT ---
+
+# Does an MQTT broker accept an (anonymous or URL-credentialed) CONNECT at URL $1?
+# For non-mqtt:// schemes (mqtts, ws, ...) only check that the TCP port accepts.
+mqtt_check() {
+    timeout 5 "$HELPER_PY" - "$1" >/dev/null 2>&1 <<'PY'
+import os, socket, struct, sys, urllib.parse
+
+u = urllib.parse.urlsplit(sys.argv[1])
+host, port = u.hostname or "127.0.0.1", u.port or 1883
+with socket.create_connection((host, port), timeout=2) as s:
+    if u.scheme not in ("mqtt", "tcp", ""):
+        sys.exit(0)
+    s.settimeout(2)
+
+    def field(b: bytes) -> bytes:
+        return struct.pack("!H", len(b)) + b
+
+    flags, payload = 0x02, field(b"talicada-probe-%d" % os.getpid())  # clean session
+    if u.username is not None:
+        flags |= 0x80
+        payload += field(urllib.parse.unquote(u.username).encode())
+        if u.password is not None:
+            flags |= 0x40
+            payload += field(urllib.parse.unquote(u.password).encode())
+    body = field(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 10) + payload
+    assert len(body) < 128
+    s.sendall(bytes([0x10, len(body)]) + body)
+    connack = b""
+    while len(connack) < 4:
+        chunk = s.recv(4 - len(connack))
+        if not chunk:
+            sys.exit(1)
+        connack += chunk
+    s.sendall(b"\xe0\x00")  # DISCONNECT
+    sys.exit(0 if connack[0] == 0x20 and connack[3] == 0 else 1)
+PY
+}
+
+# --------------------------------------------------------- installation ---
+
+APT_UPDATED=0
+# ensure_binary BINARY DEBIAN_PACKAGE ENV_VAR
+ensure_binary() {
+    local bin=$1 pkg=$2 var=$3 dir
+    command -v "$bin" >/dev/null 2>&1 && return 0
+    # Debian installs mosquitto in /usr/sbin, which a non-root PATH may lack.
+    for dir in /usr/sbin /usr/local/sbin /sbin; do
+        if [[ -x "$dir/$bin" ]]; then
+            PATH="$PATH:$dir"
+            return 0
+        fi
+    done
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "'$bin' is not installed and we are not root. Install it" \
+            "(sudo apt-get install -y $pkg) or set $var to a running server."
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "'$bin' is missing and apt-get is not available"
+    log "'$bin' not found; installing Debian package $pkg"
+    if ((!APT_UPDATED)); then
+        timeout 600 apt-get update -q || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
+        -o DPkg::Lock::Timeout=120 "$pkg" || die "apt-get install $pkg failed"
+    hash -r
+    command -v "$bin" >/dev/null 2>&1 || [[ -x "/usr/sbin/$bin" ]] ||
+        die "'$bin' still not found after installing $pkg"
+    [[ -x "/usr/sbin/$bin" ]] && PATH="$PATH:/usr/sbin"
+    return 0
+}
+
+# Show the tail of a log file to explain a failed start.
+show_log() {
+    [[ -f "$1" ]] || return 0
+    log "last lines of $1:"
+    tail -n 20 "$1" >&2 || true
+}
+
+# ------------------------------------------------------------- ensure ---
+
+ensure_redis() {
+    local url="${TALICADA_TEST_REDIS_URL:-$DEFAULT_REDIS_URL}" dir="$VAR_DIR/redis"
+    if redis_ping "$url"; then
+        log "Redis: using $(redact "$url")"
+        emit_export TALICADA_TEST_REDIS_URL "$url"
+        return
+    fi
+    log "Redis: nothing answers PING at $(redact "$url")"
+    if [[ "$url" != "$OWN_REDIS_URL" ]] && redis_ping "$OWN_REDIS_URL"; then
+        log "Redis: using our own server already running at $OWN_REDIS_URL"
+        emit_export TALICADA_TEST_REDIS_URL "$OWN_REDIS_URL"
+        return
+    fi
+    ensure_binary redis-server redis-server TALICADA_TEST_REDIS_URL
+    mkdir -p "$dir"
+    log "Redis: starting our own redis-server on 127.0.0.1:$OWN_REDIS_PORT (logs: $dir/redis.log)"
+    # The daemon must not inherit our stdio/pipes or fds 3 (the `eval` pipe) and
+    # 9 (the lock): it would keep `$(scripts/services.sh)` or a CI log pipe open.
+    if ! timeout 10 redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 \
+        --save '' --appendonly no --daemonize yes \
+        --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
+        </dev/null >"$dir/start.out" 2>&1 3>&- 9>&-; then
+        show_log "$dir/start.out"
+        show_log "$dir/redis.log"
+        die "redis-server failed to start"
+    fi
+    if ! wait_until "$START_WAIT_SECONDS" redis_ping "$OWN_REDIS_URL"; then
+        show_log "$dir/start.out"
+        show_log "$dir/redis.log"
+        die "redis-server did not answer on port $OWN_REDIS_PORT within ${START_WAIT_SECONDS}s"
+    fi
+    emit_export TALICADA_TEST_REDIS_URL "$OWN_REDIS_URL"
+}
+
+ensure_mosquitto() {
+    local url="${TALICADA_TEST_MQTT_URL:-$DEFAULT_MQTT_URL}" dir="$VAR_DIR/mosquitto"
+    if mqtt_check "$url"; then
+        log "MQTT: using $(redact "$url")"
+        emit_export TALICADA_TEST_MQTT_URL "$url"
+        return
+    fi
+    log "MQTT: no broker accepts connections at $(redact "$url")"
+    if [[ "$url" != "$OWN_MQTT_URL" ]] && mqtt_check "$OWN_MQTT_URL"; then
+        log "MQTT: using our own broker already running at $OWN_MQTT_URL"
+        emit_export TALICADA_TEST_MQTT_URL "$OWN_MQTT_URL"
+        return
+    fi
+    ensure_binary mosquitto mosquitto TALICADA_TEST_MQTT_URL
+    mkdir -p "$dir"
+    # Minimal test-only config: anonymous, loopback only, no persistence.
+    # `user` keeps mosquitto running as us (as root it would otherwise switch
+    # to the `mosquitto` user and could not write to var/).
+    cat >"$dir/mosquitto.conf" <<EOF
+# Generated by scripts/services.sh for the test-suite; rewritten on every start.
+listener $OWN_MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+pid_file $dir/mosquitto.pid
+log_dest file $dir/mosquitto.log
+user $(id -un)
+EOF
+    log "MQTT: starting our own mosquitto on 127.0.0.1:$OWN_MQTT_PORT (logs: $dir/mosquitto.log)"
+    if ! timeout 10 mosquitto -d -p "$OWN_MQTT_PORT" -c "$dir/mosquitto.conf" \
+        </dev/null >"$dir/start.out" 2>&1 3>&- 9>&-; then
+        show_log "$dir/start.out"
+        show_log "$dir/mosquitto.log"
+        die "mosquitto failed to start"
+    fi
+    if ! wait_until "$START_WAIT_SECONDS" mqtt_check "$OWN_MQTT_URL"; then
+        show_log "$dir/start.out"
+        show_log "$dir/mosquitto.log"
+        die "mosquitto did not accept connections on port $OWN_MQTT_PORT within ${START_WAIT_SECONDS}s"
+    fi
+    emit_export TALICADA_TEST_MQTT_URL "$OWN_MQTT_URL"
+}
+
+# --------------------------------------------------------------- stop ---
+
+# stop_pidfile PIDFILE EXPECTED_COMMAND: SIGTERM the process named in PIDFILE,
+# but only if it really is EXPECTED_COMMAND (guards against recycled pids).
+stop_pidfile() {
+    local pidfile=$1 expected=$2 pid comm
+    [[ -f "$pidfile" ]] || return 0
+    pid="$(tr -dc '0-9' <"$pidfile")"
+    comm="$(ps -o comm= -p "$pid" 2>/dev/null || true)"
+    if [[ -z "$pid" || "$comm" != "$expected"* ]]; then
+        log "$expected: not running (stale $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
+    log "$expected: stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_until 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$pid" ||
+        log "WARNING: $expected (pid $pid) still running after 10s"
+    rm -f "$pidfile"
+}
+
+main() {
+    case "${1:-ensure}" in
+        ensure)
+            mkdir -p "$VAR_DIR"
+            # Serialise concurrent runs so two of them never race to start servers.
+            if command -v flock >/dev/null 2>&1; then
+                exec 9>"$VAR_DIR/services.lock"
+                flock -w 60 9 || die "timed out waiting for $VAR_DIR/services.lock"
+            fi
+            ensure_redis
+            ensure_mosquitto
+            ;;
+        stop)
+            stop_pidfile "$VAR_DIR/redis/redis.pid" redis-server
+            stop_pidfile "$VAR_DIR/mosquitto/mosquitto.pid" mosquitto
+            ;;
+        *) die "usage: $0 [ensure|stop]" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,128 @@
+"""Messages: the schema's MessageItem and the catalogue of messages we send.
+
+Every message has a stable ``kind`` URN a client can switch on, a template in
+messagetemplates.org style (``{name}`` holes), the ``values`` that fill it and
+the rendered ``message`` for people. Build them with :func:`make`; never write
+a rendered string by hand, so the values always travel with the text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import msgspec
+
+from talicada.schema.iso8601 import format_instant
+
+Level = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
+
+
+class MessageItem(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One message about a request, offer or session (schema ``MessageItem``)."""
+
+    kind: str
+    level: Level = "ERROR"
+    time: str = ""
+    template: str = ""
+    values: dict[str, str] = msgspec.field(default_factory=dict)
+    message: str = ""
+
+
+_URN: Final = "urn:talicada:"
+
+# -- the catalogue: kind → template ----------------------------------------
+INVALID_FIELD: Final = ("error:invalid-field", "{path}: {reason}")
+MISSING_FIELD: Final = ("error:missing-field", "{path}: this field is required")
+UNKNOWN_FIELD: Final = ("error:unknown-field", "{path}: unknown field")
+UNKNOWN_KIND: Final = (
+    "error:unknown-kind",
+    "{path}: unknown kind '{kind}'; this broker knows {known}",
+)
+BAD_RANGE: Final = ("error:invalid-range", "{path}: min {min} is greater than max {max}")
+DANGLING_REFERENCE: Final = (
+    "error:dangling-reference",
+    "{path}: '{reference}' does not name or identify any {target}",
+)
+AMBIGUOUS_REFERENCE: Final = (
+    "error:ambiguous-reference",
+    "{path}: '{reference}' matches more than one {target}",
+)
+DUPLICATE_NAME: Final = ("error:duplicate-name", "{path}: the name '{name}' is used twice")
+MALFORMED_BODY: Final = ("error:malformed-body", "the {media} body cannot be read: {reason}")
+UNSUPPORTED_KIND: Final = (
+    "error:unsupported-kind",
+    "platform {platform} cannot run {family} kind '{kind}'; it supports {supported}",
+)
+RESOURCE_LIMIT: Final = (
+    "error:resource-limit",
+    "platform {platform} offers at most {limit} {resource} per session; "
+    "the request needs at least {requested}",
+)
+UNREACHABLE_DATA: Final = (
+    "error:unreachable-data",
+    "platform {platform} cannot fetch {path}: {reason}",
+)
+NO_CAPACITY: Final = (
+    "error:no-capacity",
+    "platform {platform} has no window of {duration} with {cores} cores and {memory} GiB "
+    "free starting between {start} and {end}",
+)
+COST_LIMIT: Final = (
+    "error:cost-limit",
+    "platform {platform} would cost at least {cost}, above the maximum {max}",
+)
+ILLEGAL_TRANSITION: Final = (
+    "error:illegal-transition",
+    "session {uuid} is {phase}; it cannot become {target}",
+)
+OFFER_EXPIRED: Final = ("error:offer-expired", "offer {uuid} expired at {expires}")
+OFFER_TAKEN: Final = (
+    "error:offer-taken",
+    "offer set {offerset} already has an accepted offer ({accepted})",
+)
+UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
+NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
+OFFERS_MADE: Final = ("info:offers-made", "{count} offers from platform {platform}")
+
+
+def make(
+    entry: tuple[str, str],
+    level: Level = "ERROR",
+    *,
+    now: datetime | None = None,
+    **values: object,
+) -> MessageItem:
+    """A message from a catalogue ``entry`` with its holes filled from ``values``."""
+    kind, template = entry
+    texts = {name: str(value) for name, value in values.items()}
+    return MessageItem(
+        kind=_URN + kind,
+        level=level,
+        time=format_instant(now or datetime.now(UTC)),
+        template=template,
+        values=texts,
+        message=template.format_map(texts),
+    )
+
+
+class RequestInvalid(Exception):
+    """The client sent something we cannot accept (HTTP 400); carries the reasons."""
+
+    status = 400
+
+    def __init__(self, messages: list[MessageItem]) -> None:
+        self.messages = messages
+        super().__init__("; ".join(m.message for m in messages))
+
+
+class Conflict(RequestInvalid):
+    """A well-formed update that the session's current state does not allow (409)."""
+
+    status = 409
+
+
+class NotFound(RequestInvalid):
+    """No such resource, or not the caller's (404)."""
+
+    status = 404

@@ -1,0 +1,212 @@
+"""Configuration: one frozen settings object from a TOML file and the environment.
+
+Precedence: built-in defaults < TOML file (``--config`` or ``TALICADA_CONFIG``)
+< ``TALICADA_*`` environment variables for the scalar settings. A missing or
+malformed value stops startup with a message naming it (:class:`SettingsError`).
+
+Platforms are configured in the TOML file only (``[[platforms]]`` tables); with
+none configured the broker fronts one ``local`` platform that runs the test
+tasks, which is what embedded mode needs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from talicada import constants
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class SettingsError(Exception):
+    """Configuration that cannot be used; the message names the setting."""
+
+
+class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Preparation(_Frozen):
+    """Configured preparation times (seconds), used until there is history.
+
+    ``image`` maps executable kinds to image-caching time; ``data`` maps data
+    kinds to a fixed staging overhead, to which ``bytes / staging_rate`` is added
+    when the size is known.
+    """
+
+    image: dict[str, float] = msgspec.field(
+        default_factory=lambda: {
+            "docker-container": 60.0,
+            "singularity-container": 60.0,
+            "jupyter-notebook": 60.0,
+        }
+    )
+    data: dict[str, float] = msgspec.field(
+        default_factory=lambda: {
+            "simple-data-resource": 10.0,
+            "S3-data-resource": 30.0,
+            "rucio-data-resource": 60.0,
+            "ivoa-data-resource": 30.0,
+            "skao-data-resource": 60.0,
+        }
+    )
+    #: Bytes per second assumed for staging data of known size.
+    staging_rate: Annotated[float, Meta(gt=0)] = 100 * 2**20
+    storage: Annotated[float, Meta(ge=0)] = 5.0
+    launch: Annotated[float, Meta(ge=0)] = 10.0
+    release: Annotated[float, Meta(ge=0)] = 10.0
+
+
+class PlatformSettings(_Frozen):
+    """One execution platform the broker makes offers on.
+
+    ``cores`` and ``memory`` (GiB) are the platform's total capacity in the
+    calendar; ``max_cores`` and ``max_memory`` bound one session. ``executables``
+    and ``data`` list the kinds it supports; ``data_schemes`` the URL schemes
+    its staging can fetch (for ``simple-data-resource``).
+    """
+
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    launcher: Literal["local", "skaha", "slurm"] = "local"
+    executables: list[str] = msgspec.field(
+        default_factory=lambda: ["ping", "delay", "checksum"]
+    )
+    data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
+    data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
+    cores: PositiveInt = 8
+    memory: PositiveInt = 16
+    max_cores: PositiveInt | None = None
+    max_memory: PositiveInt | None = None
+    #: Price per core-hour; when set the planner honours cost maxima.
+    core_hour_price: Annotated[float, Meta(ge=0)] | None = None
+    preparation: Preparation = msgspec.field(default_factory=Preparation)
+
+    @property
+    def session_cores(self) -> int:
+        """Most cores one session may have."""
+        return min(self.max_cores or self.cores, self.cores)
+
+    @property
+    def session_memory(self) -> int:
+        """Most memory (GiB) one session may have."""
+        return min(self.max_memory or self.memory, self.memory)
+
+
+class Settings(_Frozen):
+    """Everything the broker reads at startup. Secrets are masked in ``repr``.
+
+    host, port: where ``talicada serve`` listens (127.0.0.1:8082).
+    base_url: public URL for ``href``s; default is derived from each request.
+    redis_url: Redis for state, calendar and streams; None → embedded mode.
+    key_prefix: first element of every Redis key.
+    auth_tokens_file: file of ``token principal`` lines; None → auth off
+    (allowed only in embedded mode, and logged loudly).
+    max_offers, offer_ttl, default_duration, default_start_window, slot:
+    the offer planner (seconds for durations).
+    max_body_bytes: largest request body accepted.
+    platforms: the execution platforms (default: one ``local``).
+    """
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8082
+    base_url: str | None = None
+    redis_url: str | None = None
+    key_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "talicada"
+    auth_tokens_file: str | None = None
+    max_offers: Annotated[int, Meta(ge=1, le=32)] = constants.MAX_OFFERS
+    offer_ttl: Seconds = constants.OFFER_TTL.total_seconds()
+    default_duration: Seconds = constants.DEFAULT_DURATION.total_seconds()
+    default_start_window: Seconds = constants.DEFAULT_START_WINDOW.total_seconds()
+    slot: Annotated[int, Meta(ge=1, le=3600)] = int(constants.CALENDAR_SLOT.total_seconds())
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 1 << 20
+    log_format: Literal["auto", "json", "console"] = "auto"
+    platforms: list[PlatformSettings] = msgspec.field(
+        default_factory=lambda: [PlatformSettings(name="local")]
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: in-memory state, not durable."""
+        return self.redis_url is None
+
+    def __repr__(self) -> str:
+        redis = "****" if self.redis_url and "@" in self.redis_url else self.redis_url
+        return f"Settings(host={self.host!r}, port={self.port}, redis_url={redis!r}, …)"
+
+
+# Environment variables and the setting each one sets.
+_ENVIRONMENT = {
+    "TALICADA_HOST": "host",
+    "TALICADA_PORT": "port",
+    "TALICADA_BASE_URL": "base_url",
+    "TALICADA_REDIS_URL": "redis_url",
+    "TALICADA_KEY_PREFIX": "key_prefix",
+    "TALICADA_AUTH_TOKENS_FILE": "auth_tokens_file",
+    "TALICADA_MAX_OFFERS": "max_offers",
+    "TALICADA_OFFER_TTL": "offer_ttl",
+    "TALICADA_LOG_FORMAT": "log_format",
+}
+
+
+def load(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from defaults, the TOML file, the environment and ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get("TALICADA_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except OSError as error:
+            raise SettingsError(f"config file {path}: {error.strerror}") from error
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"config file {path}: {error}") from error
+    for variable, setting in _ENVIRONMENT.items():
+        if variable in environ:
+            values[setting] = environ[variable]
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        # Environment values are strings; lax conversion turns "8082" into 8082.
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(f"invalid setting: {_setting_path(str(error))}") from error
+    _check_platforms(settings)
+    return settings
+
+
+def _setting_path(message: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.port`"; lead with the name.
+    if " - at `$." in message:
+        reason, _, where = message.partition(" - at `$.")
+        return f"{where.rstrip('`')}: {reason}"
+    return message
+
+
+def _check_platforms(settings: Settings) -> None:
+    from talicada.schema.kinds import KINDS, Family
+
+    names = [platform.name for platform in settings.platforms]
+    if not names:
+        raise SettingsError("invalid setting: platforms: at least one platform is needed")
+    if len(set(names)) != len(names):
+        raise SettingsError("invalid setting: platforms: platform names must be unique")
+    for index, platform in enumerate(settings.platforms):
+        for field, family in (("executables", Family.EXECUTABLE), ("data", Family.DATA)):
+            for kind in getattr(platform, field):
+                if kind not in KINDS[family]:
+                    raise SettingsError(
+                        f"invalid setting: platforms[{index}].{field}: unknown kind {kind!r}; "
+                        f"known: {', '.join(KINDS[family])}"
+                    )
