@@ -68,9 +68,14 @@ _venv_ensure_locked() {
 
     if [[ ! -f "$VENV_STAMP" || "$TALICADA_ROOT/pyproject.toml" -nt "$VENV_STAMP" ]]; then
         _venv_log "installing talicada (editable) with test extras"
+        # Timestamp taken *before* installing, so an edit to pyproject.toml made
+        # during the install still triggers a reinstall next time.
+        touch "$VENV_STAMP.new"
         (cd "$TALICADA_ROOT" && "$VENV_PY" -m pip install --progress-bar off -e '.[test]') >&2 ||
             _venv_die "pip install -e '.[test]' failed" || return 1
-        touch "$VENV_STAMP"
+        mv -f "$VENV_STAMP.new" "$VENV_STAMP"
+    else
+        _venv_log "$VENV_DIR is up to date (pyproject.toml not newer than $(basename "$VENV_STAMP"))"
     fi
 }
 

@@ -159,6 +159,24 @@ ensure_binary() {
     return 0
 }
 
+# start_daemon OUTFILE CMD...: run a self-daemonising server (bounded to 10 s until
+# it has forked) with stdin from /dev/null, stdout+stderr to OUTFILE, and every
+# other inherited fd closed: a daemon holding fd 3 (our `eval` pipe), fd 9 (the
+# lock) or a CI runner's log pipe would make its reader wait until it exits.
+start_daemon() {
+    local out=$1
+    shift
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2)); then
+                eval "exec $fd>&-"
+            fi
+        done 2>/dev/null
+        exec timeout 10 "$@"
+    ) </dev/null >"$out" 2>&1
+}
+
 # Show the tail of a log file to explain a failed start.
 show_log() {
     [[ -f "$1" ]] || return 0
@@ -184,12 +202,9 @@ ensure_redis() {
     ensure_binary redis-server redis-server TALICADA_TEST_REDIS_URL
     mkdir -p "$dir"
     log "Redis: starting our own redis-server on 127.0.0.1:$OWN_REDIS_PORT (logs: $dir/redis.log)"
-    # The daemon must not inherit our stdio/pipes or fds 3 (the `eval` pipe) and
-    # 9 (the lock): it would keep `$(scripts/services.sh)` or a CI log pipe open.
-    if ! timeout 10 redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 \
+    if ! start_daemon "$dir/start.out" redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --daemonize yes \
-        --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
-        </dev/null >"$dir/start.out" 2>&1 3>&- 9>&-; then
+        --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"; then
         show_log "$dir/start.out"
         show_log "$dir/redis.log"
         die "redis-server failed to start"
@@ -230,8 +245,7 @@ log_dest file $dir/mosquitto.log
 user $(id -un)
 EOF
     log "MQTT: starting our own mosquitto on 127.0.0.1:$OWN_MQTT_PORT (logs: $dir/mosquitto.log)"
-    if ! timeout 10 mosquitto -d -p "$OWN_MQTT_PORT" -c "$dir/mosquitto.conf" \
-        </dev/null >"$dir/start.out" 2>&1 3>&- 9>&-; then
+    if ! start_daemon "$dir/start.out" mosquitto -d -p "$OWN_MQTT_PORT" -c "$dir/mosquitto.conf"; then
         show_log "$dir/start.out"
         show_log "$dir/mosquitto.log"
         die "mosquitto failed to start"
@@ -245,6 +259,8 @@ EOF
 }
 
 # --------------------------------------------------------------- stop ---
+
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # stop_pidfile PIDFILE EXPECTED_COMMAND: SIGTERM the process named in PIDFILE,
 # but only if it really is EXPECTED_COMMAND (guards against recycled pids).
@@ -260,7 +276,7 @@ stop_pidfile() {
     fi
     log "$expected: stopping pid $pid"
     kill -TERM "$pid" 2>/dev/null || true
-    wait_until 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$pid" ||
+    wait_until 10 pid_gone "$pid" ||
         log "WARNING: $expected (pid $pid) still running after 10s"
     rm -f "$pidfile"
 }

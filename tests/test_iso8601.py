@@ -237,6 +237,7 @@ def test_an_empty_duration_designator_has_no_components() -> None:
         ("-PT1M", "durations must not be negative"),
         ("−PT1M", "durations must not be negative"),
         ("pt1m", "uppercase designators"),
+        ("pt1x", "is not an ISO 8601 duration"),
         ("PT1.5M30S", "has a fraction in minutes; only the smallest component may have one"),
         ("P1.5DT2H", "has a fraction in days"),
         ("P367D", "longer than the 366 day limit"),

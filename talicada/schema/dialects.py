@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from talicada.schema import messages as msg
-from talicada.schema.kinds import Dialect, Family, UnknownKind, dialect_of, resolve, uri_for
+from talicada.schema.kinds import (
+    Dialect,
+    Family,
+    UnknownKind,
+    dialect_of,
+    known_uris,
+    resolve,
+    uri_for,
+)
 from talicada.schema.messages import MessageItem, RequestInvalid
 
 # Identity fields the seed dialect writes at the top of a component, and where
@@ -113,7 +121,7 @@ def _with_compute(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def to_canonical(doc: dict[str, Any]) -> dict[str, Any]:
+def to_canonical(doc: dict[str, Any], dialect: Dialect = Dialect.V1_0) -> dict[str, Any]:
     """A copy of request ``doc`` in the canonical form, or RequestInvalid.
 
     Every unknown kind is reported at once, each naming its path and the kinds
@@ -128,9 +136,12 @@ def to_canonical(doc: dict[str, Any]) -> dict[str, Any]:
     doc = _deep_copy(doc)
     problems: list[MessageItem] = []
     _move_identity(doc, problems, "")
-    _walk(doc, lambda component, family, path: _canonical_component(
-        component, family, path, problems
-    ))
+    _walk(
+        doc,
+        lambda component, family, path: _canonical_component(
+            component, family, path, problems, dialect
+        ),
+    )
     if problems:
         raise RequestInvalid(problems)
     return doc
@@ -168,7 +179,11 @@ def _move_identity(component: dict[str, Any], problems: list[MessageItem], path:
 
 
 def _canonical_component(
-    component: dict[str, Any], family: Family, path: str, problems: list[MessageItem]
+    component: dict[str, Any],
+    family: Family,
+    path: str,
+    problems: list[MessageItem],
+    dialect: Dialect,
 ) -> None:
     if family not in (Family.COSTS, Family.METRICS):
         _move_identity(component, problems, path + ".")
@@ -192,13 +207,13 @@ def _canonical_component(
         return
     try:
         name, _ = resolve(uri, family)
-    except UnknownKind as unknown:
+    except UnknownKind:
         problems.append(
             msg.make(
                 msg.UNKNOWN_KIND,
                 path=f"{path}.{key}",
                 kind=uri,
-                known=", ".join(unknown.known),
+                known=", ".join(known_uris(family, dialect)),
             )
         )
         return

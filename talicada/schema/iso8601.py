@@ -238,7 +238,8 @@ def _parse_duration(text: str, label: str) -> timedelta:
     quoted = _quote(text)
     if text[0] in "-−":
         raise Iso8601Error(f"{label} {quoted} is negative; durations must not be negative")
-    if text != text.upper():
+    if text != text.upper() and _DURATION_RE.fullmatch(text.upper()):
+        # Only worth a specific hint when uppercasing is the whole fix.
         raise Iso8601Error(f"{label} {quoted} must use uppercase designators (P, W, D, T, H, M, S)")
     match = _DURATION_RE.fullmatch(text)
     if match is None:

@@ -1,0 +1,1 @@
+"""The broker: HTTP API, offers (planner and calendar), session state and store."""

@@ -1,0 +1,162 @@
+"""HTTP plumbing: content negotiation, body decoding and the one error mapping.
+
+Every error a client can cause leaves here as a MessageItem list with the
+right status (400, 401, 404, 406, 409, 413, 415); anything else is logged and
+answered 500 without internals. Handlers raise; they never build error bodies.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import hdrs, web
+
+from talicada.schema import codec
+from talicada.schema import messages as msg
+from talicada.schema.codec import MediaType
+from talicada.schema.messages import MessageItem, RequestInvalid
+
+log = structlog.get_logger("talicada.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MEDIA = "talicada.media"
+PRINCIPAL = "talicada.principal"
+
+
+def response_media(request: web.Request) -> MediaType:
+    """The media type negotiated for this request's response."""
+    media: MediaType = request.get(MEDIA, MediaType.JSON)
+    return media
+
+
+def respond(
+    request: web.Request,
+    data: object,
+    *,
+    status: int = 200,
+    root: str = "response",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """``data`` encoded in the negotiated media type."""
+    media = response_media(request)
+    return web.Response(
+        body=codec.encode(data, media, root=root),
+        status=status,
+        headers={hdrs.CONTENT_TYPE: codec.content_type_header(media), **(headers or {})},
+    )
+
+
+async def read_body(request: web.Request) -> tuple[object, MediaType]:
+    """The decoded request body and its media type; RequestInvalid if unreadable."""
+    media = codec.media_type_for_content_type(request.headers.get(hdrs.CONTENT_TYPE))
+    body = await request.read()
+    if not body.strip():
+        raise RequestInvalid(
+            [msg.make(msg.MALFORMED_BODY, media=media.name, reason="the body is empty")]
+        )
+    try:
+        return codec.decode(body, media), media
+    except codec.CodecError as error:
+        raise RequestInvalid(
+            [msg.make(msg.MALFORMED_BODY, media=media.name, reason=str(error))]
+        ) from error
+
+
+def path_uuid(request: web.Request) -> str:
+    """The ``{uuid}`` of the path, normalised; NotFound when it is not a uuid."""
+    text = request.match_info["uuid"]
+    try:
+        return str(uuidlib.UUID(text))
+    except ValueError:
+        raise msg.NotFound(
+            [msg.make(msg.NOT_FOUND, what="resource", uuid=text[:64])]
+        ) from None
+
+
+def base_url(request: web.Request, configured: str | None) -> str:
+    """Where clients reach this broker, for ``href``s."""
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+def _error(request: web.Request, status: int, messages: list[MessageItem]) -> web.Response:
+    return respond(request, {"messages": messages}, status=status, root="error")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Negotiate the response type first, then map every client error to a status."""
+    try:
+        request[MEDIA] = codec.negotiate(request.headers.get(hdrs.ACCEPT))
+    except codec.NotAcceptable as error:
+        request[MEDIA] = MediaType.JSON
+        return _error(
+            request, 406, [msg.make(msg.INVALID_FIELD, path="Accept", reason=str(error))]
+        )
+    try:
+        return await handler(request)
+    except RequestInvalid as error:
+        return _error(request, error.status, error.messages)
+    except codec.UnsupportedMediaType as error:
+        return _error(
+            request, 415, [msg.make(msg.INVALID_FIELD, path="Content-Type", reason=str(error))]
+        )
+    except web.HTTPRequestEntityTooLarge as error:
+        reason = f"the body is larger than {error.max_size} bytes"  # type: ignore[attr-defined]
+        return _error(request, 413, [msg.make(msg.MALFORMED_BODY, media="request", reason=reason)])
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        # aiohttp's own refusals (unknown path, wrong method) in our format.
+        response = _error(
+            request,
+            error.status,
+            [msg.make(msg.INVALID_FIELD, path=request.path, reason=error.reason)],
+        )
+        if hdrs.ALLOW in error.headers:
+            response.headers[hdrs.ALLOW] = error.headers[hdrs.ALLOW]
+        return response
+    except Exception:
+        log.exception("request.failed", method=request.method, path=request.path)
+        item = msg.make(msg.INVALID_FIELD, path=request.path, reason="internal error; see logs")
+        return _error(request, 500, [item])
+
+
+def auth_middleware(tokens: Any, open_paths: frozenset[str]) -> Any:
+    """Resolve the caller from a bearer token; 401 unless the path is open."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if tokens is None:
+            request[PRINCIPAL] = "anonymous"
+            return await handler(request)
+        principal = tokens.principal(request.headers.get(hdrs.AUTHORIZATION))
+        if principal is None and request.path not in open_paths:
+            response = _error(
+                request,
+                401,
+                [
+                    msg.make(
+                        msg.INVALID_FIELD,
+                        path="Authorization",
+                        reason="a valid bearer token is required",
+                    )
+                ],
+            )
+            response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="talicada"'
+            return response
+        request[PRINCIPAL] = principal or "anonymous"
+        return await handler(request)
+
+    return middleware
+
+
+def principal(request: web.Request) -> str:
+    """Who is calling (set by the auth middleware)."""
+    who: str = request[PRINCIPAL]
+    return who

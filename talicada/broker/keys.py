@@ -1,0 +1,25 @@
+"""Typed application state (aiohttp ``AppKey``s): the only things the app holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from talicada.broker.service import Broker
+from talicada.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class OpenApiDocument:
+    """The generated OpenAPI document, encoded once at startup."""
+
+    json: bytes
+    yaml: bytes
+
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+OPENAPI = web.AppKey("openapi", OpenApiDocument)
+#: ``time.time()`` when the app started (VOSI availability ``upSince``).
+STARTED = web.AppKey("started", float)

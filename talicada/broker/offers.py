@@ -1,0 +1,146 @@
+"""Turning planned windows into offers: fully resolved sessions. Pure code.
+
+Each offer gets its own uuids for itself and every component, and every
+reference (data → storage, storage → data, volume → resources) is rewritten
+from the client's names to those uuids, as the seed's offers show.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable
+from datetime import datetime
+
+import msgspec
+
+from talicada.broker.planner import Window
+from talicada.schema.iso8601 import format_duration, format_instant
+from talicada.schema.model import (
+    ExecutionSession,
+    Metadata,
+    MinMax,
+    Schedule,
+    SimpleComputeResource,
+    SimpleMinMaxFloatCost,
+    StartDuration,
+)
+from talicada.schema.validation import ValidRequest
+from talicada.settings import PlatformSettings
+
+NewId = Callable[[], str]
+
+
+def new_uuid() -> str:
+    """A fresh random uuid."""
+    return str(uuidlib.uuid4())
+
+
+def _meta(meta: Metadata | None, uuid: str, default_name: str | None = None) -> Metadata:
+    name = meta.name if meta and meta.name else default_name
+    description = meta.description if meta else None
+    return Metadata(uuid=uuid, name=name, description=description)
+
+
+def schedule_for(window: Window) -> Schedule:
+    """The schedule of an offer placed in ``window``."""
+    return Schedule(
+        preparing=StartDuration(
+            start=format_instant(window.preparing),
+            duration=format_duration(window.available - window.preparing),
+        ),
+        available=StartDuration(
+            start=f"{format_instant(window.available)}/PT0S",
+            duration=format_duration(window.releasing - window.available),
+        ),
+        releasing=StartDuration(
+            start=format_instant(window.releasing),
+            duration=format_duration(window.done - window.releasing),
+        ),
+    )
+
+
+def build_offer(
+    valid: ValidRequest,
+    window: Window,
+    platform: PlatformSettings,
+    *,
+    index: int,
+    now: datetime,
+    expires: datetime,
+    new_id: NewId = new_uuid,
+) -> ExecutionSession:
+    """The offer of ``valid`` in ``window`` on ``platform``."""
+    request = valid.request
+    session_id = new_id()
+    storage_ids = [new_id() for _ in request.storage]
+    data_ids = [new_id() for _ in request.data]
+    ids = {"storage": storage_ids, "data": data_ids}
+
+    storage = []
+    for s_index, item in enumerate(request.storage):
+        held = [data_ids[d] for d, holder in enumerate(valid.data_storage) if holder == s_index]
+        storage.append(
+            msgspec.structs.replace(
+                item, meta=_meta(item.meta, storage_ids[s_index]), data=held, phase="INITIALIZING"
+            )
+        )
+    data = [
+        msgspec.structs.replace(
+            item,
+            meta=_meta(item.meta, data_ids[d_index]),
+            storage=storage_ids[valid.data_storage[d_index]],
+            phase="INITIALIZING",
+        )
+        for d_index, item in enumerate(request.data)
+    ]
+    compute = request.compute or SimpleComputeResource()
+    volumes = []
+    for volume, targets in zip(compute.volumes or [], valid.volume_targets, strict=True):
+        assert not isinstance(volume, str)  # validation made every mount inline
+        volumes.append(
+            msgspec.structs.replace(
+                volume,
+                meta=_meta(volume.meta, new_id()),
+                resources=[ids[target.family][target.index] for target in targets],
+            )
+        )
+    entry = window.entry
+    compute = msgspec.structs.replace(
+        compute,
+        meta=_meta(compute.meta, new_id(), "compute"),
+        cores=MinMax(min=entry.cores, max=entry.cores),
+        memory=MinMax(min=entry.memory, max=entry.memory),
+        volumes=volumes,
+        phase="INITIALIZING",
+    )
+    executable = msgspec.structs.replace(
+        request.executable,
+        meta=_meta(request.executable.meta, new_id()),
+        phase="INITIALIZING",
+    )
+    base_name = request.meta.name if request.meta and request.meta.name else None
+    return ExecutionSession(
+        meta=Metadata(
+            uuid=session_id,
+            name=f"{base_name}-offer-{index}" if base_name else None,
+            created=format_instant(now),
+        ),
+        phase="OFFERED",
+        expires=format_instant(expires),
+        schedule=schedule_for(window),
+        executable=executable,
+        compute=compute,
+        storage=storage,
+        data=data,
+        costs=_quote(platform, window),
+        metrics=request.metrics,
+    )
+
+
+def _quote(platform: PlatformSettings, window: Window) -> list[SimpleMinMaxFloatCost] | None:
+    """The price of the offer when the platform has one."""
+    if platform.core_hour_price is None:
+        return None
+    hours = (window.releasing - window.available).total_seconds() / 3600
+    price = round(window.entry.cores * hours * platform.core_hour_price, 4)
+    return [SimpleMinMaxFloatCost(min=price, max=price, description="core-hours")]

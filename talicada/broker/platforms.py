@@ -1,0 +1,125 @@
+"""Can a platform run a request at all, and how long will preparation take? Pure code.
+
+Feasibility (DESIGN §4.2) checks kinds, per-session sizes, data reachability
+and cost. Each reason a platform cannot run the request becomes a message of
+the ``result: NO`` answer, so a client learns which constraint failed where.
+
+Preparation (DESIGN §4.3) is estimated from configured defaults: image
+caching and data staging run in parallel after storage is allocated, then the
+executable is launched, so the estimate is storage + max(image, slowest data)
++ launch.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import timedelta
+
+from talicada.schema import messages as msg
+from talicada.schema.messages import MessageItem
+from talicada.schema.model import AnyData, SimpleDataResource, SkaoDataResource
+from talicada.schema.validation import ValidRequest
+from talicada.settings import PlatformSettings
+
+
+def _kind(item: object) -> str:
+    return str(type(item).__struct_config__.tag)  # type: ignore[attr-defined]
+
+
+def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[MessageItem]:
+    """Why ``platform`` cannot run ``valid`` (empty when it can)."""
+    reasons: list[MessageItem] = []
+    executable = valid.executable_kind
+    if executable not in platform.executables:
+        reasons.append(
+            msg.make(
+                msg.UNSUPPORTED_KIND,
+                platform=platform.name,
+                family="executable",
+                kind=executable,
+                supported=", ".join(platform.executables) or "none",
+            )
+        )
+    for resource, (low, _), limit in (
+        ("cores", valid.cores, platform.session_cores),
+        ("GiB of memory", valid.memory, platform.session_memory),
+    ):
+        if low > limit:
+            reasons.append(
+                msg.make(
+                    msg.RESOURCE_LIMIT,
+                    platform=platform.name,
+                    resource=resource,
+                    limit=limit,
+                    requested=low,
+                )
+            )
+    for index, item in enumerate(valid.request.data):
+        reasons.extend(_data_reasons(platform, item, f"data[{index}]"))
+    if valid.max_cost is not None and platform.core_hour_price is not None:
+        hours = (valid.duration or timedelta(hours=1)).total_seconds() / 3600
+        cheapest = valid.cores[0] * hours * platform.core_hour_price
+        if cheapest > valid.max_cost:
+            reasons.append(
+                msg.make(
+                    msg.COST_LIMIT,
+                    platform=platform.name,
+                    cost=round(cheapest, 2),
+                    max=valid.max_cost,
+                )
+            )
+    return reasons
+
+
+def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[MessageItem]:
+    kind = _kind(item)
+    if kind not in platform.data:
+        return [
+            msg.make(
+                msg.UNSUPPORTED_KIND,
+                platform=platform.name,
+                family="data",
+                kind=kind,
+                supported=", ".join(platform.data) or "none",
+            )
+        ]
+    if isinstance(item, SimpleDataResource):
+        scheme = urllib.parse.urlsplit(item.location).scheme.lower()
+        if scheme not in platform.data_schemes:
+            return [
+                msg.make(
+                    msg.UNREACHABLE_DATA,
+                    platform=platform.name,
+                    path=path,
+                    reason=f"it fetches only {', '.join(platform.data_schemes)} URLs",
+                )
+            ]
+    return []
+
+
+def _data_size(item: AnyData) -> int | None:
+    if isinstance(item, SimpleDataResource):
+        return item.size
+    if isinstance(item, SkaoDataResource):
+        return item.skao.datasize
+    return None
+
+
+def preparation(platform: PlatformSettings, valid: ValidRequest) -> timedelta:
+    """How long ``platform`` needs from the start of preparation to available."""
+    defaults = platform.preparation
+    image = defaults.image.get(valid.executable_kind, 0.0)
+    slowest = 0.0
+    for item in valid.request.data:
+        staging = defaults.data.get(_kind(item), 0.0)
+        size = _data_size(item)
+        if size:
+            staging += size / defaults.staging_rate
+        slowest = max(slowest, staging)
+    storage = defaults.storage if valid.request.storage else 0.0
+    return timedelta(seconds=storage + max(image, slowest) + defaults.launch)
+
+
+def release(platform: PlatformSettings) -> timedelta:
+    """How long ``platform`` needs to release a session."""
+    return timedelta(seconds=platform.preparation.release)

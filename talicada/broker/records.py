@@ -1,0 +1,92 @@
+"""What the broker stores about offer sets and sessions.
+
+Stored records outlive deploys, so msgspec's schema-evolution rules apply:
+new fields get defaults, no field is ever retyped. The live phase of a
+session is kept beside its record (so one atomic script can check and change
+it) and is the only authority on it; ``session.phase`` in the record is what
+it was when the record was written.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from talicada.broker.calendar import Entry
+from talicada.schema.messages import MessageItem
+from talicada.schema.model import ExecutionSession, SessionPhase
+
+
+class Transition(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One recorded phase change: when, from what, to what, and why."""
+
+    time: str
+    source: SessionPhase = msgspec.field(name="from")
+    target: SessionPhase = msgspec.field(name="to")
+    cause: str
+    component: str | None = None
+
+
+class Booking(msgspec.Struct, array_like=True):
+    """Where a session sits in its platform's calendar (slots [first, last))."""
+
+    first: int
+    last: int
+    cores: int
+    memory: int
+
+    def entry(self, platform: str) -> Entry:
+        """The calendar entry of this booking on ``platform``."""
+        return Entry(platform, self.first, self.last, self.cores, self.memory)
+
+
+class SessionRecord(msgspec.Struct, kw_only=True):
+    """An offer and the session it becomes. Times are epoch milliseconds."""
+
+    uuid: str
+    owner: str
+    offerset: str
+    platform: str
+    dialect: str
+    created: int
+    expires: int
+    booking: Booking
+    session: ExecutionSession
+
+
+class OfferSetRecord(msgspec.Struct, kw_only=True):
+    """The answer to one request: its offers (uuids) or why there are none."""
+
+    uuid: str
+    owner: str
+    dialect: str
+    created: int
+    expires: int
+    result: str
+    offers: list[str] = msgspec.field(default_factory=list)
+    messages: list[MessageItem] = msgspec.field(default_factory=list)
+    name: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The result of a phase change attempted in a store.
+
+    ``status`` is ``ok``, ``phase`` (the current phase does not allow it),
+    ``expired`` (the offer's time ran out), ``taken`` (a sibling was accepted
+    first) or ``missing`` (no such session). ``phase`` is the phase now.
+    """
+
+    status: str
+    phase: SessionPhase | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the change was applied."""
+        return self.status == "ok"
+
+
+class LiveSession(msgspec.Struct, frozen=True):
+    """A stored session with its authoritative phase."""
+
+    record: SessionRecord
+    phase: SessionPhase

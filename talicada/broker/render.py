@@ -1,0 +1,60 @@
+"""Stored state to response documents, in the dialect each was asked in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from talicada.broker.records import LiveSession, Transition
+from talicada.broker.service import OfferSetView
+from talicada.schema.dialects import render_offerset, render_session
+from talicada.schema.iso8601 import format_instant
+from talicada.schema.kinds import Dialect
+from talicada.schema.model import ExecutionSession, Metadata, OfferSet
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _instant(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return format_instant(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def session_model(live: LiveSession, base: str) -> ExecutionSession:
+    """The canonical session with its live phase and its URL."""
+    session = live.record.session
+    meta = msgspec.structs.replace(session.meta, url=f"{base}/sessions/{live.record.uuid}")
+    # ``expires`` only means something while the offer is open (schema note).
+    expires = session.expires if live.phase == "OFFERED" else None
+    return msgspec.structs.replace(session, meta=meta, phase=live.phase, expires=expires)
+
+
+def session_doc(live: LiveSession, base: str) -> dict[str, Any]:
+    """A session as its client's dialect spells it."""
+    data = msgspec.to_builtins(session_model(live, base))
+    return render_session(data, Dialect(live.record.dialect))
+
+
+def offerset_doc(view: OfferSetView, base: str) -> dict[str, Any]:
+    """An offer set, with live offers, as its client's dialect spells it."""
+    record = view.record
+    offerset = OfferSet(
+        meta=Metadata(
+            uuid=record.uuid,
+            name=record.name,
+            url=f"{base}/offersets/{record.uuid}",
+            created=_instant(record.created),
+            messages=record.messages,
+        ),
+        result="YES" if record.result == "YES" else "NO",
+        expires=_instant(record.expires) if record.offers else None,
+        offers=[session_model(offer, base) for offer in view.offers],
+    )
+    return render_offerset(msgspec.to_builtins(offerset), Dialect(record.dialect))
+
+
+def history_doc(history: list[Transition]) -> list[Any]:
+    """Recorded transitions as plain data."""
+    return list(msgspec.to_builtins(history))

@@ -1,0 +1,227 @@
+"""The HTTP API (DESIGN §3): decode, ask the broker, render. Nothing else."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from talicada import __version__
+from talicada.broker.http import base_url, path_uuid, principal, read_body, respond
+from talicada.broker.keys import BROKER, OPENAPI, SETTINGS, STARTED
+from talicada.broker.records import LiveSession
+from talicada.broker.render import offerset_doc, session_doc
+from talicada.schema import iso8601
+from talicada.schema import messages as msg
+from talicada.schema.codec import MediaType
+from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
+from talicada.schema.messages import RequestInvalid
+from talicada.schema.model import SessionPhase
+from talicada.schema.validation import parse_request, parse_update
+
+routes = web.RouteTableDef()
+
+_PHASES: frozenset[str] = frozenset(SessionPhase.__args__)  # type: ignore[attr-defined]
+
+
+def _base(request: web.Request) -> str:
+    return base_url(request, request.app[SETTINGS].base_url)
+
+
+async def _valid_request(request: web.Request) -> Any:
+    body, media = await read_body(request)
+    broker = request.app[BROKER]
+    return parse_request(body, now=broker.clock(), lax=media is MediaType.XML)
+
+
+@routes.post("/requests")
+@routes.post("/offersets")
+async def create_offerset(request: web.Request) -> web.Response:
+    """Execution request → offer set (200, or 303 with ``Prefer: return=minimal``)."""
+    valid = await _valid_request(request)
+    view = await request.app[BROKER].request(valid, principal(request))
+    base = _base(request)
+    location = f"{base}/offersets/{view.record.uuid}"
+    if "return=minimal" in request.headers.get("Prefer", ""):
+        raise web.HTTPSeeOther(location)
+    return respond(
+        request,
+        offerset_doc(view, base),
+        root="offers-response",
+        headers={hdrs.LOCATION: location},
+    )
+
+
+@routes.get("/offersets/{uuid}")
+async def get_offerset(request: web.Request) -> web.Response:
+    """An offer set with the live phase of each offer."""
+    view = await request.app[BROKER].offerset(path_uuid(request), principal(request))
+    return respond(request, offerset_doc(view, _base(request)), root="offers-response")
+
+
+@routes.post("/direct")
+@routes.post("/sessions")
+async def direct(request: web.Request) -> web.Response:
+    """Execute without choosing: the best offer, accepted at once."""
+    valid = await _valid_request(request)
+    result = await request.app[BROKER].direct(valid, principal(request))
+    base = _base(request)
+    if isinstance(result, LiveSession):
+        location = f"{base}/sessions/{result.record.uuid}"
+        if "return=minimal" in request.headers.get("Prefer", ""):
+            raise web.HTTPSeeOther(location)
+        return respond(
+            request, session_doc(result, base), root="execution", headers={hdrs.LOCATION: location}
+        )
+    return respond(request, offerset_doc(result, base), root="offers-response")
+
+
+@routes.get("/sessions/{uuid}")
+async def get_session(request: web.Request) -> web.Response:
+    """One session (or offer) with its live phase."""
+    live = await request.app[BROKER].session(path_uuid(request), principal(request))
+    return respond(request, session_doc(live, _base(request)), root="execution")
+
+
+@routes.post("/sessions/{uuid}")
+async def update_session(request: web.Request) -> web.Response:
+    """Apply an update (accept, reject, cancel)."""
+    uuid = path_uuid(request)
+    body, media = await read_body(request)
+    update = parse_update(body, lax=media is MediaType.XML)
+    live = await request.app[BROKER].update(uuid, principal(request), update)
+    return respond(request, session_doc(live, _base(request)), root="execution")
+
+
+def _instant_param(request: web.Request, name: str) -> datetime | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return iso8601.parse_instant(text)
+    except iso8601.Iso8601Error as error:
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason=str(error))]) from None
+
+
+def _limit_param(request: web.Request) -> int:
+    text = request.query.get("limit", "50")
+    if not text.isdigit() or not 1 <= int(text) <= 500:
+        raise RequestInvalid(
+            [msg.make(msg.INVALID_FIELD, path="limit", reason="a whole number from 1 to 500")]
+        )
+    return int(text)
+
+
+@routes.get("/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    """The caller's sessions, newest first: ``?phase=&since=&until=&cursor=&limit=``."""
+    phases = [p for value in request.query.getall("phase", []) for p in value.split(",") if p]
+    unknown = [phase for phase in phases if phase not in _PHASES]
+    if unknown:
+        raise RequestInvalid(
+            [
+                msg.make(
+                    msg.INVALID_FIELD,
+                    path="phase",
+                    reason=f"unknown phase {unknown[0]!r}; phases are "
+                    + ", ".join(sorted(_PHASES)),
+                )
+            ]
+        )
+    sessions, cursor = await request.app[BROKER].list_sessions(
+        principal(request),
+        phases=phases,  # type: ignore[arg-type]
+        since=_instant_param(request, "since"),
+        until=_instant_param(request, "until"),
+        cursor=request.query.get("cursor"),
+        limit=_limit_param(request),
+    )
+    base = _base(request)
+    page: dict[str, Any] = {"sessions": [session_doc(live, base) for live in sessions]}
+    if cursor:
+        page["cursor"] = cursor
+        page["next"] = str(request.rel_url.update_query(cursor=cursor))
+    return respond(request, page, root="sessions")
+
+
+@routes.get("/capabilities")
+async def capabilities(request: web.Request) -> web.Response:
+    """What this broker can do: dialects, kinds, platforms and their limits."""
+    settings = request.app[SETTINGS]
+    return respond(
+        request,
+        {
+            "service": "talicada",
+            "version": __version__,
+            "dialects": [dialect.value for dialect in Dialect],
+            "kinds": {
+                family.value: [uri_for(family, name, Dialect.V1_0) for name in names]
+                for family, names in KINDS.items()
+                if family is not Family.SESSION
+            },
+            "platforms": [
+                {
+                    "name": p.name,
+                    "launcher": p.launcher,
+                    "executables": [uri_for(Family.EXECUTABLE, k, Dialect.V1_0) for k in p.executables],
+                    "data": [uri_for(Family.DATA, k, Dialect.V1_0) for k in p.data],
+                    "data_schemes": p.data_schemes,
+                    "cores": p.cores,
+                    "memory": p.memory,
+                    "max_cores": p.session_cores,
+                    "max_memory": p.session_memory,
+                }
+                for p in settings.platforms
+            ],
+            "offers": {"max": settings.max_offers, "ttl": iso8601.format_duration(
+                iso8601.parse_duration(f"PT{settings.offer_ttl:g}S"))},
+            "endpoints": sorted({resource.canonical for resource in request.app.router.resources()}),
+        },
+        root="capabilities",
+    )
+
+
+@routes.get("/availability")
+async def availability(request: web.Request) -> web.Response:
+    """VOSI availability: is the service up, and since when."""
+    ready = await request.app[BROKER].store.ping()
+    started = request.app[STARTED]
+    return respond(
+        request,
+        {
+            "available": ready,
+            "upSince": iso8601.format_instant(datetime.fromtimestamp(started).astimezone()),
+            "note": "accepting requests" if ready else "the state store does not answer",
+        },
+        root="availability",
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return respond(request, {"status": "ok"}, root="health")
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the state store answers."""
+    ready = await request.app[BROKER].store.ping()
+    return respond(
+        request, {"status": "ok" if ready else "unavailable"}, status=200 if ready else 503,
+        root="health",
+    )
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document generated from the model."""
+    return web.Response(body=request.app[OPENAPI].json, content_type="application/json")
+
+
+@routes.get("/openapi.yaml")
+async def openapi_yaml(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document as YAML."""
+    return web.Response(body=request.app[OPENAPI].yaml, content_type="application/yaml")
+

@@ -1,0 +1,396 @@
+"""The broker's use cases: make offers, read them, apply client updates, expire.
+
+This is the seam between HTTP and state: handlers decode and render, the
+:class:`Broker` decides, the store applies atomically. Nothing here imports
+aiohttp or redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from talicada import constants
+from talicada.broker import lifecycle, platforms
+from talicada.broker.calendar import Slots
+from talicada.broker.offers import NewId, build_offer, new_uuid
+from talicada.broker.planner import Demand, Window, plan, search_range
+from talicada.broker.records import (
+    Booking,
+    LiveSession,
+    OfferSetRecord,
+    Outcome,
+    SessionRecord,
+    Transition,
+)
+from talicada.broker.store import Store
+from talicada.schema import messages as msg
+from talicada.schema.iso8601 import format_instant
+from talicada.schema.messages import Conflict, MessageItem, NotFound, RequestInvalid
+from talicada.schema.model import AnyUpdate, EnumValueUpdate, SessionPhase
+from talicada.schema.validation import ValidRequest
+from talicada.settings import PlatformSettings, Settings
+
+log = structlog.get_logger("talicada.broker")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _ms(instant: datetime) -> int:
+    return int(instant.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    platform: PlatformSettings
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSetView:
+    """An offer set with its offers' live state, ready to render."""
+
+    record: OfferSetRecord
+    offers: list[LiveSession]
+
+
+class Broker:
+    """Offers, sessions and updates over one store.
+
+    ``clock`` and ``new_id`` are seams for tests; production uses the defaults.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        new_id: NewId = new_uuid,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.new_id = new_id
+        self.slots = Slots(settings.slot)
+        self.platforms = {platform.name: platform for platform in settings.platforms}
+
+    # -- offers -----------------------------------------------------------
+
+    async def request(self, valid: ValidRequest, owner: str) -> OfferSetView:
+        """Plan, hold and save offers for ``valid``; a NO answer says why not."""
+        now = self.clock()
+        expires = now + timedelta(seconds=self.settings.offer_ttl)
+        reasons: list[MessageItem] = []
+        runnable: list[tuple[PlatformSettings, Demand]] = []
+        for platform in self.settings.platforms:
+            problems = platforms.feasibility(platform, valid)
+            if problems:
+                reasons.extend(problems)
+            else:
+                runnable.append((platform, self._demand(platform, valid, now)))
+        offerset_id = self.new_id()
+        name = valid.request.meta.name if valid.request.meta else None
+        for _ in range(constants.PLAN_ATTEMPTS):
+            candidates = await self._plan(runnable)
+            offers = [
+                self._record(valid, c, index, offerset_id, owner, now, expires)
+                for index, c in enumerate(candidates)
+            ]
+            record = OfferSetRecord(
+                uuid=offerset_id,
+                owner=owner,
+                dialect=valid.dialect.value,
+                created=_ms(now),
+                expires=_ms(expires),
+                result="YES" if offers else "NO",
+                offers=[offer.uuid for offer in offers],
+                messages=reasons if not offers else [],
+                name=name,
+            )
+            if not offers:
+                record.messages.extend(self._no_capacity(runnable))
+            first = Transition(
+                time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
+            )
+            clash = await self.store.hold(
+                record, offers, self._capacities(), [first] * len(offers)
+            )
+            if clash is None:
+                log.info("offerset.created", offerset=offerset_id, result=record.result,
+                         offers=len(offers))
+                return OfferSetView(
+                    record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
+                )
+            log.info("offer.contended", offerset=offerset_id, index=clash)
+            # Yield so the client that won the capacity can finish, then re-plan.
+            await asyncio.sleep(0)
+        raise Conflict(
+            [
+                msg.make(
+                    msg.INVALID_FIELD,
+                    path="compute",
+                    reason="the calendar changed too often while planning; try again",
+                )
+            ]
+        )
+
+    def _demand(self, platform: PlatformSettings, valid: ValidRequest, now: datetime) -> Demand:
+        preparation = platforms.preparation(platform, valid)
+        duration = valid.duration or timedelta(seconds=self.settings.default_duration)
+        earliest = now + preparation
+        latest = now + timedelta(seconds=self.settings.default_start_window)
+        if valid.start is not None:
+            earliest = max(earliest, valid.start.start)
+            latest = valid.start.end
+        return Demand(
+            cores=(valid.cores[0], min(valid.cores[1], platform.session_cores)),
+            memory=(valid.memory[0], min(valid.memory[1], platform.session_memory)),
+            duration=duration,
+            preparation=preparation,
+            release=platforms.release(platform),
+            earliest=earliest,
+            latest=latest,
+        )
+
+    async def _plan(self, runnable: list[tuple[PlatformSettings, Demand]]) -> list[_Candidate]:
+        ranges = [search_range(demand, self.slots) for _, demand in runnable]
+        usages = await asyncio.gather(
+            *(
+                self.store.usage(platform.name, first, last)
+                for (platform, _), (first, last) in zip(runnable, ranges, strict=True)
+            )
+        )
+        candidates = []
+        for (platform, demand), usage in zip(runnable, usages, strict=True):
+            capacity = (platform.cores, platform.memory)
+            for window in plan(
+                demand, usage, capacity, self.slots, platform.name, self.settings.max_offers
+            ):
+                candidates.append(_Candidate(platform, window))
+        # Earliest start first, then the largest offer.
+        candidates.sort(
+            key=lambda c: (c.window.available, -c.window.entry.cores, -c.window.entry.memory)
+        )
+        return candidates[: self.settings.max_offers]
+
+    def _record(
+        self,
+        valid: ValidRequest,
+        candidate: _Candidate,
+        index: int,
+        offerset: str,
+        owner: str,
+        now: datetime,
+        expires: datetime,
+    ) -> SessionRecord:
+        session = build_offer(
+            valid,
+            candidate.window,
+            candidate.platform,
+            index=index,
+            now=now,
+            expires=expires,
+            new_id=self.new_id,
+        )
+        entry = candidate.window.entry
+        assert session.meta.uuid is not None
+        return SessionRecord(
+            uuid=session.meta.uuid,
+            owner=owner,
+            offerset=offerset,
+            platform=candidate.platform.name,
+            dialect=valid.dialect.value,
+            created=_ms(now),
+            expires=_ms(expires),
+            booking=Booking(entry.first, entry.last, entry.cores, entry.memory),
+            session=session,
+        )
+
+    def _capacities(self) -> dict[str, tuple[int, int]]:
+        return {name: (p.cores, p.memory) for name, p in self.platforms.items()}
+
+    def _no_capacity(self, runnable: list[tuple[PlatformSettings, Demand]]) -> list[MessageItem]:
+        return [
+            msg.make(
+                msg.NO_CAPACITY,
+                platform=platform.name,
+                duration=demand.duration,
+                cores=demand.cores[0],
+                memory=demand.memory[0],
+                start=format_instant(demand.earliest),
+                end=format_instant(demand.latest),
+            )
+            for platform, demand in runnable
+        ]
+
+    async def direct(self, valid: ValidRequest, owner: str) -> OfferSetView | LiveSession:
+        """Offers for ``valid`` with the best accepted at once; the NO answer if none."""
+        view = await self.request(valid, owner)
+        if not view.offers:
+            return view
+        return await self.update_phase(view.offers[0].record.uuid, owner, "ACCEPTED", "direct")
+
+    # -- reading ----------------------------------------------------------
+
+    async def offerset(self, uuid: str, owner: str) -> OfferSetView:
+        """The caller's offer set with live offers, or NotFound."""
+        record = await self.store.offerset(uuid)
+        if record is None or record.owner != owner:
+            raise NotFound([msg.make(msg.NOT_FOUND, what="offer set", uuid=uuid)])
+        offers = await self.store.sessions(record.offers)
+        return OfferSetView(record, [offer for offer in offers if offer is not None])
+
+    async def session(self, uuid: str, owner: str) -> LiveSession:
+        """The caller's session, or NotFound."""
+        (found,) = await self.store.sessions([uuid])
+        if found is None or found.record.owner != owner:
+            raise NotFound([msg.make(msg.NOT_FOUND, what="session", uuid=uuid)])
+        return found
+
+    async def history(self, uuid: str, owner: str) -> list[Transition]:
+        """The caller's session's transitions, oldest first."""
+        await self.session(uuid, owner)
+        return await self.store.history(uuid)
+
+    async def list_sessions(
+        self,
+        owner: str,
+        *,
+        phases: Collection[SessionPhase] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[LiveSession], str | None]:
+        """A page of the caller's sessions, newest first."""
+        return await self.store.list_sessions(
+            owner,
+            phases=phases,
+            since=_ms(since) if since else None,
+            until=_ms(until) if until else None,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    # -- updates ----------------------------------------------------------
+
+    async def update(self, uuid: str, owner: str, update: AnyUpdate) -> LiveSession:
+        """Apply a client's update; RequestInvalid (400) or Conflict (409) otherwise."""
+        await self.session(uuid, owner)
+        if update.path != "phase":
+            raise RequestInvalid(
+                [
+                    msg.make(
+                        msg.UNSUPPORTED_UPDATE,
+                        path=update.path,
+                        reason="only the phase of a session can be updated",
+                    )
+                ]
+            )
+        if not isinstance(update, EnumValueUpdate):
+            raise RequestInvalid(
+                [
+                    msg.make(
+                        msg.UNSUPPORTED_UPDATE,
+                        path="kind",
+                        reason="the phase is set with uri:enum-value-update",
+                    )
+                ]
+            )
+        if update.value not in lifecycle.CLIENT_TARGETS:
+            raise RequestInvalid(
+                [
+                    msg.make(
+                        msg.INVALID_FIELD,
+                        path="value",
+                        reason=f"'{update.value}' is not a phase a client can set; use "
+                        + ", ".join(sorted(lifecycle.CLIENT_TARGETS)),
+                    )
+                ]
+            )
+        target: SessionPhase = update.value  # type: ignore[assignment]
+        return await self.update_phase(uuid, owner, target, "client")
+
+    async def update_phase(
+        self, uuid: str, owner: str, target: SessionPhase, cause: str
+    ) -> LiveSession:
+        """Move the caller's session to ``target`` as a client asked."""
+        now = self.clock()
+        current = await self.session(uuid, owner)
+        record = Transition(
+            time=format_instant(now), source=current.phase, target=target, cause=cause
+        )
+        if target == "ACCEPTED":
+            outcome = await self.store.accept(uuid, _ms(now), record)
+        else:
+            sources = lifecycle.sources(target)
+            if target == "CANCELLED":
+                sources &= lifecycle.LIVE
+            outcome = await self.store.finish(uuid, sources, record)
+        if not outcome.ok:
+            raise Conflict([self._refusal(uuid, current, target, outcome)])
+        log.info("session.updated", session=uuid, phase=target, cause=cause)
+        return await self.session(uuid, owner)
+
+    def _refusal(
+        self, uuid: str, current: LiveSession, target: SessionPhase, outcome: Outcome
+    ) -> MessageItem:
+        if outcome.status == "expired":
+            return msg.make(
+                msg.OFFER_EXPIRED,
+                uuid=uuid,
+                expires=format_instant(datetime.fromtimestamp(current.record.expires / 1000, UTC)),
+            )
+        if outcome.status == "taken":
+            return msg.make(
+                msg.OFFER_TAKEN, offerset=current.record.offerset, accepted=outcome.detail
+            )
+        return msg.make(
+            msg.ILLEGAL_TRANSITION, uuid=uuid, phase=outcome.phase or current.phase, target=target
+        )
+
+    # -- timers -----------------------------------------------------------
+
+    async def expire_due(self, limit: int = 100) -> int:
+        """Expire offers whose time has come; returns how many expired."""
+        now = self.clock()
+        lease = int(constants.TIMER_LEASE.total_seconds() * 1000)
+        expired = 0
+        for name in await self.store.claim_due(_ms(now), lease, limit):
+            kind, _, uuid = name.partition(":")
+            if kind != "expire":
+                await self.store.drop_timer(name)
+                continue
+            record = Transition(
+                time=format_instant(now), source="OFFERED", target="EXPIRED", cause="timer"
+            )
+            outcome = await self.store.finish(uuid, {"OFFERED"}, record, due=_ms(now))
+            if outcome.ok:
+                expired += 1
+                log.info("offer.expired", session=uuid)
+            else:
+                await self.store.drop_timer(name)
+        return expired
+
+    async def run_timers(self, stop: asyncio.Event) -> None:
+        """Apply due timers until ``stop`` is set (one task per replica)."""
+        period = constants.TIMER_POLL.total_seconds()
+        while not stop.is_set():
+            try:
+                await self.expire_due()
+            except Exception:  # a store hiccup must not end the timer loop
+                log.exception("timers.failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            except TimeoutError:
+                pass

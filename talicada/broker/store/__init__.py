@@ -1,0 +1,112 @@
+"""Session state and the booking calendar: one protocol, two implementations.
+
+:class:`~talicada.broker.store.redis.RedisStore` is production: every
+operation that changes state is one Lua script, so any number of broker
+replicas can share one Redis. :class:`~talicada.broker.store.memory.MemoryStore`
+is embedded mode: the same operations on dictionaries, atomic because no
+operation awaits half-way. One behavioural test suite runs against both.
+
+Each phase-changing operation takes the phases it may start from (from the
+lifecycle table), so the rule lives in one place and the store only applies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Protocol
+
+from talicada.broker.calendar import Entry, Usage
+from talicada.broker.records import (
+    LiveSession,
+    OfferSetRecord,
+    Outcome,
+    SessionRecord,
+    Transition,
+)
+from talicada.schema.model import SessionPhase
+
+
+class Page(Protocol):
+    """One page of a listing and the cursor of the next (None at the end)."""
+
+    sessions: list[LiveSession]
+    cursor: str | None
+
+
+class Store(Protocol):
+    """What the broker needs from its state store."""
+
+    async def usage(self, platform: str, first: int, last: int) -> Usage:
+        """Cores and memory in use on ``platform`` per slot over [first, last)."""
+
+    async def hold(
+        self,
+        offerset: OfferSetRecord,
+        offers: Sequence[SessionRecord],
+        capacity: Mapping[str, tuple[int, int]],
+        history: Sequence[Transition],
+    ) -> int | None:
+        """Save an offer set and hold each offer's capacity, all or nothing.
+
+        Returns None when saved, or the index of the first offer that no longer
+        fits (someone else took the capacity since the planner looked); then
+        nothing is saved. ``history[i]`` is the first transition of offer i.
+        """
+
+    async def offerset(self, uuid: str) -> OfferSetRecord | None:
+        """The stored offer set, or None."""
+
+    async def sessions(self, uuids: Sequence[str]) -> list[LiveSession | None]:
+        """The stored sessions with their live phases, in the order asked."""
+
+    async def accept(self, uuid: str, now: int, record: Transition) -> Outcome:
+        """OFFERED → ACCEPTED: the hold becomes a booking, OFFERED siblings REJECTED."""
+
+    async def finish(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: Transition,
+        *,
+        due: int | None = None,
+    ) -> Outcome:
+        """Move to ``record.target`` from one of ``sources`` and free the capacity.
+
+        For REJECTED, EXPIRED, CANCELLED, FAILED and COMPLETED. With ``due``,
+        only when the offer's expiry is at or before ``due`` (epoch ms).
+        """
+
+    async def history(self, uuid: str) -> list[Transition]:
+        """Every recorded transition of a session, oldest first."""
+
+    async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
+        """Up to ``limit`` due timers; each is hidden for ``lease`` ms while applied.
+
+        A timer is removed by the operation it triggers (``finish`` removes
+        ``expire:<uuid>``), so a replica that dies mid-way leaves it to be
+        claimed again when the lease ends.
+        """
+
+    async def drop_timer(self, name: str) -> None:
+        """Forget a timer that has nothing left to do."""
+
+    async def list_sessions(
+        self,
+        owner: str,
+        *,
+        phases: Collection[SessionPhase],
+        since: int | None,
+        until: int | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[LiveSession], str | None]:
+        """The owner's sessions, newest first, and the cursor of the next page."""
+
+    async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
+        """Every calendar entry of ``platform`` as (session uuid, state H|B, entry)."""
+
+    async def ping(self) -> bool:
+        """Whether the store answers (readiness)."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,18 @@
+-- Move a session to a final phase (REJECTED, EXPIRED, CANCELLED, FAILED,
+-- COMPLETED) when its phase is one of the allowed sources; free its capacity.
+--
+-- KEYS: session, history, timers, usage, entries.
+-- ARGV: uuid, allowed source phases (space separated), target, record,
+--       due ms ('' = any time), retention ms.
+-- Returns {status, phase[, detail]}.
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return {'missing'} end
+if not string.find(' ' .. ARGV[2] .. ' ', ' ' .. phase .. ' ', 1, true) then
+  return {'phase', phase}
+end
+if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires')) > tonumber(ARGV[5]) then
+  return {'phase', phase, 'not due'}
+end
+finish_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[3], ARGV[4],
+  tonumber(ARGV[6]))
+return {'ok', ARGV[3]}

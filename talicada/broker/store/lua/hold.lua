@@ -1,0 +1,60 @@
+-- Save an offer set and hold every offer's capacity, all or nothing.
+--
+-- KEYS: offerset, timers, then per offer (session, history, owner index),
+--       then per platform (usage, entries).
+-- ARGV: offerset doc, offer count, platform count, retention ms,
+--       then per offer (uuid, doc, platform number, first slot, last slot,
+--       cores, memory, expires ms, created ms, first history record),
+--       then per platform (capacity cores, capacity memory).
+-- Returns 0 when saved, or the number (1-based) of the first offer that no
+-- longer fits, in which case nothing was written.
+local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local FIELDS = 10
+local platform_keys = 2 + offers * 3
+local capacity_args = 4 + offers * FIELDS
+
+local function offer_args(i)
+  local a = 4 + (i - 1) * FIELDS
+  return ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+    tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), ARGV[a + 8],
+    ARGV[a + 9], ARGV[a + 10]
+end
+
+-- Check: offers of one set may overlap each other, so count earlier ones.
+local pending = {}
+for i = 1, offers do
+  local _, _, p, first, last, cores, memory = offer_args(i)
+  local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
+  local cap_cores = tonumber(ARGV[capacity_args + (p - 1) * 2 + 1])
+  local cap_memory = tonumber(ARGV[capacity_args + (p - 1) * 2 + 2])
+  pending[p] = pending[p] or {}
+  for slot = first, last - 1 do
+    local used = redis.call('HMGET', usage, 'c' .. slot, 'm' .. slot)
+    local extra = pending[p][slot] or {0, 0}
+    if tonumber(used[1] or 0) + extra[1] + cores > cap_cores
+      or tonumber(used[2] or 0) + extra[2] + memory > cap_memory then
+      return i
+    end
+    pending[p][slot] = {extra[1] + cores, extra[2] + memory}
+  end
+end
+
+-- Apply.
+for i = 1, offers do
+  local uuid, doc, p, first, last, cores, memory, expires, created, record = offer_args(i)
+  local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
+  local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
+  for slot = first, last - 1 do
+    redis.call('HINCRBY', usage, 'c' .. slot, cores)
+    redis.call('HINCRBY', usage, 'm' .. slot, memory)
+  end
+  redis.call('HSET', entries, uuid, table.concat({'H', first, last, cores, memory}, '|'))
+  local k = 2 + (i - 1) * 3
+  redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
+  redis.call('RPUSH', KEYS[k + 2], record)
+  redis.call('ZADD', KEYS[2], expires, 'expire:' .. uuid)
+  redis.call('ZADD', KEYS[k + 3], created, uuid)
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], retention)
+return 0

@@ -1,0 +1,238 @@
+"""The in-memory store for embedded mode and fast tests. Not durable.
+
+Same behaviour as the Redis store. Every method does all its checks and
+changes without awaiting in between, so on one event loop each is atomic.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+
+from talicada.broker.calendar import Entry, Usage
+from talicada.broker.records import (
+    LiveSession,
+    OfferSetRecord,
+    Outcome,
+    SessionRecord,
+    Transition,
+)
+from talicada.broker.store.paging import Cursor
+from talicada.schema.model import SessionPhase
+
+
+class _Calendar:
+    """One platform: counters per slot and the entries that make them up."""
+
+    def __init__(self) -> None:
+        self.cores: defaultdict[int, int] = defaultdict(int)
+        self.memory: defaultdict[int, int] = defaultdict(int)
+        self.entries: dict[str, tuple[str, Entry]] = {}
+
+    def fits(self, entry: Entry, capacity: tuple[int, int], extra: Usage | None) -> bool:
+        for slot in range(entry.first, entry.last):
+            more_cores, more_memory = extra.peak(slot, slot + 1) if extra else (0, 0)
+            if self.cores[slot] + more_cores + entry.cores > capacity[0]:
+                return False
+            if self.memory[slot] + more_memory + entry.memory > capacity[1]:
+                return False
+        return True
+
+    def add(self, uuid: str, entry: Entry) -> None:
+        self.entries[uuid] = ("H", entry)
+        for slot in range(entry.first, entry.last):
+            self.cores[slot] += entry.cores
+            self.memory[slot] += entry.memory
+
+    def free(self, uuid: str) -> None:
+        found = self.entries.pop(uuid, None)
+        if found is None:
+            return
+        entry = found[1]
+        for slot in range(entry.first, entry.last):
+            self.cores[slot] -= entry.cores
+            self.memory[slot] -= entry.memory
+
+
+class MemoryStore:
+    """Sessions, offer sets, calendars and timers in dictionaries."""
+
+    def __init__(self) -> None:
+        self._calendars: defaultdict[str, _Calendar] = defaultdict(_Calendar)
+        self._sessions: dict[str, SessionRecord] = {}
+        self._phases: dict[str, SessionPhase] = {}
+        self._history: defaultdict[str, list[Transition]] = defaultdict(list)
+        self._offersets: dict[str, OfferSetRecord] = {}
+        self._accepted: dict[str, str] = {}
+        self._timers: dict[str, int] = {}
+        # owner → sorted [(created, uuid)] so listing is a bisect, not a scan.
+        self._owned: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+
+    async def usage(self, platform: str, first: int, last: int) -> Usage:
+        calendar = self._calendars[platform]
+        return Usage(
+            first,
+            [calendar.cores.get(slot, 0) for slot in range(first, last)],
+            [calendar.memory.get(slot, 0) for slot in range(first, last)],
+        )
+
+    async def hold(
+        self,
+        offerset: OfferSetRecord,
+        offers: Sequence[SessionRecord],
+        capacity: Mapping[str, tuple[int, int]],
+        history: Sequence[Transition],
+    ) -> int | None:
+        # Offers of one set may overlap each other, so count earlier ones too.
+        pending: dict[str, Usage] = {}
+        for index, offer in enumerate(offers):
+            entry = offer.booking.entry(offer.platform)
+            extra = pending.get(offer.platform)
+            if not self._calendars[offer.platform].fits(entry, capacity[offer.platform], extra):
+                return index
+            if extra is None or extra.first > entry.first or extra.last < entry.last:
+                extra = _widen(extra, entry)
+                pending[offer.platform] = extra
+            extra.add(entry)
+        self._offersets[offerset.uuid] = offerset
+        for offer, first in zip(offers, history, strict=True):
+            self._calendars[offer.platform].add(offer.uuid, offer.booking.entry(offer.platform))
+            self._sessions[offer.uuid] = offer
+            self._phases[offer.uuid] = "OFFERED"
+            self._history[offer.uuid].append(first)
+            self._timers[f"expire:{offer.uuid}"] = offer.expires
+            bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
+        return None
+
+    async def offerset(self, uuid: str) -> OfferSetRecord | None:
+        return self._offersets.get(uuid)
+
+    async def sessions(self, uuids: Sequence[str]) -> list[LiveSession | None]:
+        return [
+            LiveSession(record=self._sessions[uuid], phase=self._phases[uuid])
+            if uuid in self._sessions
+            else None
+            for uuid in uuids
+        ]
+
+    async def accept(self, uuid: str, now: int, record: Transition) -> Outcome:
+        offer = self._sessions.get(uuid)
+        if offer is None:
+            return Outcome("missing")
+        phase = self._phases[uuid]
+        if phase != "OFFERED":
+            return Outcome("phase", phase)
+        if offer.expires <= now:
+            return Outcome("expired", phase)
+        taken = self._accepted.get(offer.offerset)
+        if taken is not None:
+            return Outcome("taken", phase, taken)
+        self._accepted[offer.offerset] = uuid
+        self._set(uuid, record)
+        self._timers.pop(f"expire:{uuid}", None)
+        calendar = self._calendars[offer.platform]
+        calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
+        for sibling in self._offersets[offer.offerset].offers:
+            if sibling != uuid and self._phases.get(sibling) == "OFFERED":
+                rejected = Transition(
+                    time=record.time,
+                    source="OFFERED",
+                    target="REJECTED",
+                    cause=f"sibling {uuid} accepted",
+                )
+                self._release(sibling, rejected)
+        return Outcome("ok", "ACCEPTED")
+
+    async def finish(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: Transition,
+        *,
+        due: int | None = None,
+    ) -> Outcome:
+        offer = self._sessions.get(uuid)
+        if offer is None:
+            return Outcome("missing")
+        phase = self._phases[uuid]
+        if phase not in sources:
+            return Outcome("phase", phase)
+        if due is not None and offer.expires > due:
+            return Outcome("phase", phase, "not due")
+        self._release(uuid, record)
+        return Outcome("ok", record.target)
+
+    def _set(self, uuid: str, record: Transition) -> None:
+        self._phases[uuid] = record.target
+        self._history[uuid].append(record)
+
+    def _release(self, uuid: str, record: Transition) -> None:
+        self._set(uuid, record)
+        self._timers.pop(f"expire:{uuid}", None)
+        self._calendars[self._sessions[uuid].platform].free(uuid)
+
+    async def history(self, uuid: str) -> list[Transition]:
+        return list(self._history.get(uuid, []))
+
+    async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
+        due = sorted((at, name) for name, at in self._timers.items() if at <= now)[:limit]
+        for _, name in due:
+            self._timers[name] = now + lease
+        return [name for _, name in due]
+
+    async def drop_timer(self, name: str) -> None:
+        self._timers.pop(name, None)
+
+    async def list_sessions(
+        self,
+        owner: str,
+        *,
+        phases: Collection[SessionPhase],
+        since: int | None,
+        until: int | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[LiveSession], str | None]:
+        owned = self._owned.get(owner, [])
+        after = Cursor.decode(cursor) if cursor else None
+        # Newest first: walk the sorted list backwards from the cursor.
+        end = len(owned) if after is None else bisect.bisect_left(owned, after.key)
+        found: list[LiveSession] = []
+        index = end - 1
+        while index >= 0 and len(found) < limit:
+            created, uuid = owned[index]
+            index -= 1
+            if until is not None and created > until:
+                continue
+            if since is not None and created < since:
+                break
+            if not phases or self._phases[uuid] in phases:
+                found.append(LiveSession(record=self._sessions[uuid], phase=self._phases[uuid]))
+        more = index >= 0 and (since is None or owned[index][0] >= since)
+        last = found[-1].record if found else None
+        next_cursor = Cursor(last.created, last.uuid).encode() if more and last else None
+        return found, next_cursor
+
+    async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
+        calendar = self._calendars[platform]
+        return [(uuid, state, entry) for uuid, (state, entry) in calendar.entries.items()]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _widen(usage: Usage | None, entry: Entry) -> Usage:
+    """A usage view covering ``usage`` and ``entry``, keeping what it counted."""
+    if usage is None:
+        return Usage.empty(entry.first, entry.last)
+    first, last = min(usage.first, entry.first), max(usage.last, entry.last)
+    wider = Usage.empty(first, last)
+    offset = usage.first - first
+    for index in range(len(usage.cores)):
+        wider.cores[index + offset] = usage.cores[index]
+        wider.memory[index + offset] = usage.memory[index]
+    return wider

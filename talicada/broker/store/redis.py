@@ -1,0 +1,296 @@
+"""The Redis store: production state, shared by any number of broker replicas.
+
+Every operation that changes state is one Lua script (``lua/``), so checks and
+changes happen together: two replicas can never both grant the last free
+cores, nor accept two offers of one set. Reads are single commands or one
+pipeline. Key names come from :class:`talicada.constants.Keys`.
+
+The scripts that change a session also touch its platform's calendar, whose
+keys carry a different hash tag; they need a Redis where all keys are on one
+node (standalone or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from importlib import resources
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from talicada import constants
+from talicada.broker.calendar import Entry, Usage
+from talicada.broker.records import (
+    LiveSession,
+    OfferSetRecord,
+    Outcome,
+    SessionRecord,
+    Transition,
+)
+from talicada.broker.store.paging import Cursor
+from talicada.schema.model import SessionPhase
+
+_RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
+_record_encoder = msgspec.msgpack.Encoder()
+_session_decoder = msgspec.msgpack.Decoder(SessionRecord)
+_offerset_decoder = msgspec.msgpack.Decoder(OfferSetRecord)
+_transition_encoder = msgspec.json.Encoder()
+_transition_decoder = msgspec.json.Decoder(Transition)
+
+
+def _script(name: str) -> str:
+    lua = resources.files("talicada.broker.store").joinpath("lua")
+    common = lua.joinpath("common.lua").read_text(encoding="utf-8")
+    return common + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _outcome(reply: list[bytes | str]) -> Outcome:
+    parts = [_text(part) for part in reply]
+    phase = cast(SessionPhase, parts[1]) if len(parts) > 1 else None
+    return Outcome(parts[0], phase, parts[2] if len(parts) > 2 else None)
+
+
+class RedisStore:
+    """Sessions, offer sets, calendars and timers in Redis (see module docstring)."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "talicada") -> None:
+        self.client = client
+        self.keys = constants.Keys(prefix)
+        self._hold = client.register_script(_script("hold"))
+        self._accept = client.register_script(_script("accept"))
+        self._finish = client.register_script(_script("finish"))
+        self._claim = client.register_script(_script("claim_due"))
+
+    @classmethod
+    async def connect(cls, url: str, *, prefix: str = "talicada") -> RedisStore:
+        """A store on the Redis at ``url``; fails fast when it does not answer."""
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        await client.ping()
+        return cls(client, prefix=prefix)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await script(keys=keys, args=args)
+
+    async def usage(self, platform: str, first: int, last: int) -> Usage:
+        span = range(first, last)
+        fields = [f"c{slot}" for slot in span] + [f"m{slot}" for slot in span]
+        values = await self.client.hmget(self.keys.calendar_usage(platform), fields)
+        numbers = [int(value) if value else 0 for value in values]
+        return Usage(first, numbers[: len(span)], numbers[len(span) :])
+
+    async def hold(
+        self,
+        offerset: OfferSetRecord,
+        offers: Sequence[SessionRecord],
+        capacity: Mapping[str, tuple[int, int]],
+        history: Sequence[Transition],
+    ) -> int | None:
+        platforms = list(dict.fromkeys(offer.platform for offer in offers))
+        keys = [self.keys.offerset(offerset.uuid), self.keys.timers()]
+        args: list[Any] = [
+            _record_encoder.encode(offerset),
+            len(offers),
+            len(platforms),
+            _RETENTION_MS,
+        ]
+        for offer, first in zip(offers, history, strict=True):
+            keys += [
+                self.keys.session(offer.uuid),
+                self.keys.history(offer.uuid),
+                self.keys.owner_index(offer.owner),
+            ]
+            booking = offer.booking
+            args += [
+                offer.uuid,
+                _record_encoder.encode(offer),
+                platforms.index(offer.platform) + 1,
+                booking.first,
+                booking.last,
+                booking.cores,
+                booking.memory,
+                offer.expires,
+                offer.created,
+                _transition_encoder.encode(first),
+            ]
+        for platform in platforms:
+            keys += [self.keys.calendar_usage(platform), self.keys.calendar_entries(platform)]
+        for platform in platforms:
+            args += list(capacity[platform])
+        clash = int(await self._run(self._hold, keys, args))
+        return None if clash == 0 else clash - 1
+
+    async def offerset(self, uuid: str) -> OfferSetRecord | None:
+        doc = await self.client.hget(self.keys.offerset(uuid), "doc")
+        return None if doc is None else _offerset_decoder.decode(doc)
+
+    async def sessions(self, uuids: Sequence[str]) -> list[LiveSession | None]:
+        if not uuids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for uuid in uuids:
+                pipe.hmget(self.keys.session(uuid), ["phase", "doc"])
+            replies = await pipe.execute()
+        found: list[LiveSession | None] = []
+        for phase, doc in replies:
+            if phase is None or doc is None:
+                found.append(None)
+            else:
+                record = _session_decoder.decode(doc)
+                found.append(LiveSession(record=record, phase=cast(SessionPhase, _text(phase))))
+        return found
+
+    async def _locate(self, uuid: str) -> SessionRecord | None:
+        doc = await self.client.hget(self.keys.session(uuid), "doc")
+        return None if doc is None else _session_decoder.decode(doc)
+
+    async def accept(self, uuid: str, now: int, record: Transition) -> Outcome:
+        offer = await self._locate(uuid)
+        if offer is None:
+            return Outcome("missing")
+        offerset = await self.offerset(offer.offerset)
+        siblings = [s for s in (offerset.offers if offerset else []) if s != uuid]
+        # Siblings may sit on other platforms; read where, to name their keys.
+        sibling_records = [await self._locate(sibling) for sibling in siblings]
+        keys = [
+            self.keys.session(uuid),
+            self.keys.history(uuid),
+            self.keys.offerset(offer.offerset),
+            self.keys.timers(),
+            self.keys.calendar_usage(offer.platform),
+            self.keys.calendar_entries(offer.platform),
+        ]
+        args: list[Any] = [
+            uuid,
+            now,
+            _transition_encoder.encode(record),
+            _transition_encoder.encode(
+                Transition(
+                    time=record.time,
+                    source="OFFERED",
+                    target="REJECTED",
+                    cause=f"sibling {uuid} accepted",
+                )
+            ),
+            _RETENTION_MS,
+        ]
+        for sibling, sibling_record in zip(siblings, sibling_records, strict=True):
+            if sibling_record is None:
+                continue
+            keys += [
+                self.keys.session(sibling),
+                self.keys.history(sibling),
+                self.keys.calendar_usage(sibling_record.platform),
+                self.keys.calendar_entries(sibling_record.platform),
+            ]
+            args.append(sibling)
+        return _outcome(await self._run(self._accept, keys, args))
+
+    async def finish(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: Transition,
+        *,
+        due: int | None = None,
+    ) -> Outcome:
+        offer = await self._locate(uuid)
+        if offer is None:
+            return Outcome("missing")
+        keys = [
+            self.keys.session(uuid),
+            self.keys.history(uuid),
+            self.keys.timers(),
+            self.keys.calendar_usage(offer.platform),
+            self.keys.calendar_entries(offer.platform),
+        ]
+        args = [
+            uuid,
+            " ".join(sorted(sources)),
+            record.target,
+            _transition_encoder.encode(record),
+            "" if due is None else due,
+            _RETENTION_MS,
+        ]
+        return _outcome(await self._run(self._finish, keys, args))
+
+    async def history(self, uuid: str) -> list[Transition]:
+        items = await self.client.lrange(self.keys.history(uuid), 0, -1)
+        return [_transition_decoder.decode(item) for item in items]
+
+    async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
+        names = await self._run(self._claim, [self.keys.timers()], [now, lease, limit])
+        return [_text(name) for name in names]
+
+    async def drop_timer(self, name: str) -> None:
+        await self.client.zrem(self.keys.timers(), name)
+
+    async def list_sessions(
+        self,
+        owner: str,
+        *,
+        phases: Collection[SessionPhase],
+        since: int | None,
+        until: int | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[LiveSession], str | None]:
+        key = self.keys.owner_index(owner)
+        after = Cursor.decode(cursor) if cursor else None
+        high: int | str = "+inf" if until is None else until
+        if after is not None:
+            high = after.created if until is None else min(after.created, until)
+        low: int | str = "-inf" if since is None else since
+        found: list[LiveSession] = []
+        offset, batch = 0, max(limit * 2, 20)
+        more = False
+        # Bounded: a page with a rare phase filter ends early with a cursor.
+        for _ in range(10):
+            rows = await self.client.zrevrangebyscore(
+                key, high, low, start=offset, num=batch, withscores=True
+            )
+            offset += len(rows)
+            candidates = [(_text(member), int(score)) for member, score in rows]
+            if after is not None:
+                candidates = [
+                    (uuid, created)
+                    for uuid, created in candidates
+                    if (created, uuid) < after.key
+                ]
+            sessions = await self.sessions([uuid for uuid, _ in candidates])
+            for live in sessions:
+                if live is not None and (not phases or live.phase in phases):
+                    found.append(live)
+                    if len(found) == limit:
+                        break
+            more = len(rows) == batch
+            if len(found) == limit or not more:
+                break
+        if len(found) == limit and not more:
+            # The page is full; there may still be rows after it in this batch.
+            more = True
+        last = found[-1].record if found else None
+        next_cursor = Cursor(last.created, last.uuid).encode() if more and last else None
+        return found, next_cursor
+
+    async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
+        raw = await self.client.hgetall(self.keys.calendar_entries(platform))
+        result = []
+        for uuid, text in raw.items():
+            state, entry = Entry.decode(platform, _text(text))
+            result.append((_text(uuid), state, entry))
+        return result
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except aioredis.RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

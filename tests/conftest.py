@@ -1,0 +1,102 @@
+"""Shared pytest fixtures.
+
+Service fixtures
+----------------
+The test-suite runs against *real* Redis and MQTT servers. ``make test``
+(scripts/test.sh -> scripts/services.sh) makes sure they are running and exports
+their URLs in ``TALICADA_TEST_REDIS_URL`` / ``TALICADA_TEST_MQTT_URL``. When a
+service is unreachable the dependent tests FAIL (never skip), pointing at
+``make test``, so a missing service cannot silently hide tests.
+
+* ``redis_url``        (session)  URL of a Redis that answers PING.
+* ``redis_key_prefix`` (function) unique ``talicada-test-<hex>:`` key prefix; every
+                                  key under it is deleted after the test.
+* ``mqtt_url``         (session)  URL of an MQTT broker that accepts TCP connections.
+
+Add further shared fixtures below, in their own clearly-headed section.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+_CONNECT_TIMEOUT = 2.0  # seconds; reachability checks must never hang a test run
+
+# --------------------------------------------------------------------------- services
+
+
+def _service_missing(what: str, url: str, error: BaseException) -> NoReturn:
+    pytest.fail(
+        f"{what} is not reachable at {url} ({type(error).__name__}: {error}). "
+        "Run the tests with `make test`, which starts the services and sets "
+        "TALICADA_TEST_REDIS_URL / TALICADA_TEST_MQTT_URL.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a live Redis (``TALICADA_TEST_REDIS_URL``); fails the test if unreachable."""
+    url = os.environ.get("TALICADA_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_CONNECT_TIMEOUT
+    )
+    error: Exception | None = None
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        error = exc
+    finally:
+        client.close()
+    if error is not None:  # fail outside `except` to keep the report short
+        _service_missing("Redis", url, error)
+    return url
+
+
+@pytest_asyncio.fixture
+async def redis_key_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A unique key prefix for one test; all keys under it are UNLINKed afterwards."""
+    prefix = f"talicada-test-{uuid.uuid4().hex}:"  # hex only: no glob metacharacters
+    yield prefix
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def mqtt_url() -> str:
+    """URL of a live MQTT broker (``TALICADA_TEST_MQTT_URL``); fails the test if unreachable."""
+    url = os.environ.get("TALICADA_TEST_MQTT_URL", DEFAULT_MQTT_URL)
+    parts = urlsplit(url)
+    error: OSError | None = None
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 1883), timeout=_CONNECT_TIMEOUT
+        ):
+            pass
+    except OSError as exc:
+        error = exc
+    if error is not None:  # fail outside `except` to keep the report short
+        _service_missing("MQTT broker", url, error)
+    return url
