@@ -34,7 +34,7 @@ class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     pass
 
 
-class Preparation(_Frozen):
+class Preparation(_Frozen, frozen=True):
     """Configured preparation times (seconds), used until there is history.
 
     ``image`` maps executable kinds to image-caching time; ``data`` maps data
@@ -65,7 +65,7 @@ class Preparation(_Frozen):
     release: Annotated[float, Meta(ge=0)] = 10.0
 
 
-class PlatformSettings(_Frozen):
+class PlatformSettings(_Frozen, frozen=True):
     """One execution platform the broker makes offers on.
 
     ``cores`` and ``memory`` (GiB) are the platform's total capacity in the
@@ -76,9 +76,7 @@ class PlatformSettings(_Frozen):
 
     name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     launcher: Literal["local", "skaha", "slurm"] = "local"
-    executables: list[str] = msgspec.field(
-        default_factory=lambda: ["ping", "delay", "checksum"]
-    )
+    executables: list[str] = msgspec.field(default_factory=lambda: ["ping", "delay", "checksum"])
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
     cores: PositiveInt = 8
@@ -100,7 +98,7 @@ class PlatformSettings(_Frozen):
         return min(self.max_memory or self.memory, self.memory)
 
 
-class Settings(_Frozen):
+class Settings(_Frozen, frozen=True):
     """Everything the broker reads at startup. Secrets are masked in ``repr``.
 
     host, port: where ``talicada serve`` listens (127.0.0.1:8082).

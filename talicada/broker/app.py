@@ -37,7 +37,9 @@ async def open_store(settings: Settings) -> Store:
     return await RedisStore.connect(settings.redis_url, prefix=settings.key_prefix)
 
 
-def create_app(settings: Settings, *, store: Store | None = None, timers: bool = True) -> web.Application:
+def create_app(
+    settings: Settings, *, store: Store | None = None, timers: bool = True
+) -> web.Application:
     """The broker application. ``store`` overrides the configured one (tests)."""
     tokens = Tokens.load(settings.auth_tokens_file) if settings.auth_tokens_file else None
     if tokens is None and not settings.embedded:

@@ -72,9 +72,7 @@ def path_uuid(request: web.Request) -> str:
     try:
         return str(uuidlib.UUID(text))
     except ValueError:
-        raise msg.NotFound(
-            [msg.make(msg.NOT_FOUND, what="resource", uuid=text[:64])]
-        ) from None
+        raise msg.NotFound([msg.make(msg.NOT_FOUND, what="resource", uuid=text[:64])]) from None
 
 
 def base_url(request: web.Request, configured: str | None) -> str:
@@ -95,9 +93,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         request[MEDIA] = codec.negotiate(request.headers.get(hdrs.ACCEPT))
     except codec.NotAcceptable as error:
         request[MEDIA] = MediaType.JSON
-        return _error(
-            request, 406, [msg.make(msg.INVALID_FIELD, path="Accept", reason=str(error))]
-        )
+        return _error(request, 406, [msg.make(msg.INVALID_FIELD, path="Accept", reason=str(error))])
     try:
         return await handler(request)
     except RequestInvalid as error:

@@ -164,7 +164,9 @@ async def capabilities(request: web.Request) -> web.Response:
                 {
                     "name": p.name,
                     "launcher": p.launcher,
-                    "executables": [uri_for(Family.EXECUTABLE, k, Dialect.V1_0) for k in p.executables],
+                    "executables": [
+                        uri_for(Family.EXECUTABLE, k, Dialect.V1_0) for k in p.executables
+                    ],
                     "data": [uri_for(Family.DATA, k, Dialect.V1_0) for k in p.data],
                     "data_schemes": p.data_schemes,
                     "cores": p.cores,
@@ -174,9 +176,15 @@ async def capabilities(request: web.Request) -> web.Response:
                 }
                 for p in settings.platforms
             ],
-            "offers": {"max": settings.max_offers, "ttl": iso8601.format_duration(
-                iso8601.parse_duration(f"PT{settings.offer_ttl:g}S"))},
-            "endpoints": sorted({resource.canonical for resource in request.app.router.resources()}),
+            "offers": {
+                "max": settings.max_offers,
+                "ttl": iso8601.format_duration(
+                    iso8601.parse_duration(f"PT{settings.offer_ttl:g}S")
+                ),
+            },
+            "endpoints": sorted(
+                {resource.canonical for resource in request.app.router.resources()}
+            ),
         },
         root="capabilities",
     )
@@ -209,7 +217,9 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: the state store answers."""
     ready = await request.app[BROKER].store.ping()
     return respond(
-        request, {"status": "ok" if ready else "unavailable"}, status=200 if ready else 503,
+        request,
+        {"status": "ok" if ready else "unavailable"},
+        status=200 if ready else 503,
         root="health",
     )
 
@@ -224,4 +234,3 @@ async def openapi_json(request: web.Request) -> web.Response:
 async def openapi_yaml(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document as YAML."""
     return web.Response(body=request.app[OPENAPI].yaml, content_type="application/yaml")
-

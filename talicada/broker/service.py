@@ -8,6 +8,7 @@ aiohttp or redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,12 +123,14 @@ class Broker:
             first = Transition(
                 time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
             )
-            clash = await self.store.hold(
-                record, offers, self._capacities(), [first] * len(offers)
-            )
+            clash = await self.store.hold(record, offers, self._capacities(), [first] * len(offers))
             if clash is None:
-                log.info("offerset.created", offerset=offerset_id, result=record.result,
-                         offers=len(offers))
+                log.info(
+                    "offerset.created",
+                    offerset=offerset_id,
+                    result=record.result,
+                    offers=len(offers),
+                )
                 return OfferSetView(
                     record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
                 )
@@ -318,7 +321,7 @@ class Broker:
                     )
                 ]
             )
-        target: SessionPhase = update.value  # type: ignore[assignment]
+        target: SessionPhase = update.value
         return await self.update_phase(uuid, owner, target, "client")
 
     async def update_phase(
@@ -390,7 +393,5 @@ class Broker:
                 await self.expire_due()
             except Exception:  # a store hiccup must not end the timer loop
                 log.exception("timers.failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=period)
-            except TimeoutError:
-                pass

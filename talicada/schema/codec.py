@@ -101,11 +101,11 @@ class CodecError(ValueError):
     """A body that cannot be decoded; the message says why (and where, when known)."""
 
 
-class UnsupportedMediaType(CodecError):  # noqa: N818 - the HTTP status name
+class UnsupportedMediaType(CodecError):
     """A Content-Type (or charset) that Talicada cannot read; maps to HTTP 415."""
 
 
-class NotAcceptable(CodecError):  # noqa: N818 - the HTTP status name
+class NotAcceptable(CodecError):
     """No media type acceptable to the client can be produced; maps to HTTP 406."""
 
 

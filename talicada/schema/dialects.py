@@ -267,7 +267,9 @@ def _render_tree(component: dict[str, Any], family: Family, dialect: Dialect) ->
     volumes = out.get("volumes")
     if isinstance(volumes, list):
         out["volumes"] = [
-            _render_component(volume, Family.VOLUME, dialect) if isinstance(volume, dict) else volume
+            _render_component(volume, Family.VOLUME, dialect)
+            if isinstance(volume, dict)
+            else volume
             for volume in volumes
         ]
     _render_costs(out, dialect)

@@ -95,14 +95,18 @@ class MinMaxFloat(Base, kw_only=True):
 # -- costs and metrics -------------------------------------------------------
 
 
-class SimpleMinMaxFloatCost(MinMaxFloat, tag_field="kind", tag="simple-minmax-float-cost", kw_only=True):
+class SimpleMinMaxFloatCost(
+    MinMaxFloat, tag_field="kind", tag="simple-minmax-float-cost", kw_only=True
+):
     """A cost bound: clients send the most they accept, offers quote min and max."""
 
     type: Url | None = None
     description: Text | None = None
 
 
-class SimpleMinMaxFloatMetric(MinMaxFloat, tag_field="kind", tag="simple-minmax-float-metric", kw_only=True):
+class SimpleMinMaxFloatMetric(
+    MinMaxFloat, tag_field="kind", tag="simple-minmax-float-metric", kw_only=True
+):
     """A metric bound: clients send what they need, offers quote what they get."""
 
     type: Url | None = None
@@ -252,7 +256,9 @@ class SimpleVolumeMount(Component, tag_field="kind", tag="simple-volume-mount", 
 VolumeEntry = SimpleVolumeMount | Name
 
 
-class SimpleComputeResource(LifecycleComponent, tag_field="kind", tag="simple-compute-resource", kw_only=True):
+class SimpleComputeResource(
+    LifecycleComponent, tag_field="kind", tag="simple-compute-resource", kw_only=True
+):
     """Cores and memory (GiB), each as a min/max range, plus volume mounts."""
 
     cores: MinMax | None = None
@@ -260,7 +266,9 @@ class SimpleComputeResource(LifecycleComponent, tag_field="kind", tag="simple-co
     volumes: Annotated[list[VolumeEntry], Meta(max_length=64)] | None = None
 
 
-class SimpleStorageResource(LifecycleComponent, tag_field="kind", tag="simple-storage-resource", kw_only=True):
+class SimpleStorageResource(
+    LifecycleComponent, tag_field="kind", tag="simple-storage-resource", kw_only=True
+):
     """Storage space (GiB) holding the listed data resources."""
 
     size: MinMax | None = None

@@ -158,14 +158,14 @@ class _Rules:
         fail_after = self._executable(request.executable)
         self._data(request.data)
         max_cost = self._costs(request.costs, "costs")
-        storage, data_storage = self._storage_links(request.storage, request.data)
-        volumes, targets = self._volumes(compute, request.volumes, storage, request.data)
+        all_storage, data_storage = self._storage_links(request.storage, request.data)
+        volumes, targets = self._volumes(compute, request.volumes, all_storage, request.data)
         if isinstance(request.executable, Checksum):
             self._checksum_paths(request.executable, volumes)
         if self.problems:
             raise RequestInvalid(self.problems)
         compute = msgspec.structs.replace(compute, volumes=list(volumes))
-        request = msgspec.structs.replace(request, compute=compute, storage=storage, volumes=[])
+        request = msgspec.structs.replace(request, compute=compute, storage=all_storage, volumes=[])
         return ValidRequest(
             dialect=self.dialect,
             request=request,
@@ -311,11 +311,11 @@ class _Rules:
                 if holder.get(found.index, s_index) != s_index:
                     self.problems.append(_field(path, "this data is already in another storage"))
                 holder[found.index] = s_index
-        for d_index, item in enumerate(data):
-            if item.storage is None:
+        for d_index, datum in enumerate(data):
+            if datum.storage is None:
                 continue
             path = f"data[{d_index}].storage"
-            found = self._lookup(item.storage, path, storage_refs, "storage resource")
+            found = self._lookup(datum.storage, path, storage_refs, "storage resource")
             if found is None:
                 continue
             if holder.get(d_index, found.index) != found.index:
@@ -324,12 +324,10 @@ class _Rules:
                 )
             holder[d_index] = found.index
         storage = list(storage)
-        for d_index, item in enumerate(data):
+        for d_index, datum in enumerate(data):
             if d_index not in holder:
-                name = item.meta.name if item.meta and item.meta.name else f"data[{d_index}]"
-                storage.append(
-                    SimpleStorageResource(meta=Metadata(name=f"Storage for [{name}]"))
-                )
+                name = datum.meta.name if datum.meta and datum.meta.name else f"data[{d_index}]"
+                storage.append(SimpleStorageResource(meta=Metadata(name=f"Storage for [{name}]")))
                 holder[d_index] = len(storage) - 1
         return storage, [holder[i] for i in range(len(data))]
 
@@ -403,10 +401,11 @@ def parse_update(doc: object, *, lax: bool = False) -> AnyUpdate:
         raise RequestInvalid([_field("$", "the update must be an object")])
     canonical = canonical_update(doc)
     try:
-        return msgspec.convert(canonical, AnyUpdate, strict=not lax)
+        update: AnyUpdate = msgspec.convert(canonical, AnyUpdate, strict=not lax)
+        return update
     except msgspec.ValidationError as error:
         path, reason = _where(error, "")
-        if "Invalid value" in reason and path.endswith("kind") or path == "":
+        if ("Invalid value" in reason and path.endswith("kind")) or path == "":
             reason = (
                 f"{reason}; the update kinds are uri:enum-value-update, uri:string-value-update, "
                 "uri:integer-value-update, uri:integer-delta-update"

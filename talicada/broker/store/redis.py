@@ -127,7 +127,7 @@ class RedisStore:
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         doc = await self.client.hget(self.keys.offerset(uuid), "doc")
-        return None if doc is None else _offerset_decoder.decode(doc)
+        return None if doc is None else _offerset_decoder.decode(cast(bytes, doc))
 
     async def sessions(self, uuids: Sequence[str]) -> list[LiveSession | None]:
         if not uuids:
@@ -147,7 +147,7 @@ class RedisStore:
 
     async def _locate(self, uuid: str) -> SessionRecord | None:
         doc = await self.client.hget(self.keys.session(uuid), "doc")
-        return None if doc is None else _session_decoder.decode(doc)
+        return None if doc is None else _session_decoder.decode(cast(bytes, doc))
 
     async def accept(self, uuid: str, now: int, record: Transition) -> Outcome:
         offer = await self._locate(uuid)
@@ -251,16 +251,17 @@ class RedisStore:
         more = False
         # Bounded: a page with a rare phase filter ends early with a cursor.
         for _ in range(10):
-            rows = await self.client.zrevrangebyscore(
-                key, high, low, start=offset, num=batch, withscores=True
+            rows = cast(
+                list[tuple[bytes, float]],
+                await self.client.zrevrangebyscore(
+                    key, high, low, start=offset, num=batch, withscores=True
+                ),
             )
             offset += len(rows)
             candidates = [(_text(member), int(score)) for member, score in rows]
             if after is not None:
                 candidates = [
-                    (uuid, created)
-                    for uuid, created in candidates
-                    if (created, uuid) < after.key
+                    (uuid, created) for uuid, created in candidates if (created, uuid) < after.key
                 ]
             sessions = await self.sessions([uuid for uuid, _ in candidates])
             for live in sessions:
@@ -281,7 +282,7 @@ class RedisStore:
     async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
         raw = await self.client.hgetall(self.keys.calendar_entries(platform))
         result = []
-        for uuid, text in raw.items():
+        for uuid, text in cast(dict[bytes, bytes], raw).items():
             state, entry = Entry.decode(platform, _text(text))
             result.append((_text(uuid), state, entry))
         return result
