@@ -21,14 +21,23 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from talicada.broker.app import create_app
+from talicada.broker.store import Store
+from talicada.broker.store.memory import MemoryStore
+from talicada.broker.store.redis import RedisStore
+from talicada.settings import PlatformSettings, load
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -100,3 +109,75 @@ def mqtt_url() -> str:
     if error is not None:  # fail outside `except` to keep the report short
         _service_missing("MQTT broker", url, error)
     return url
+
+
+# --------------------------------------------------------------------------- broker
+
+#: A platform that runs containers and notebooks and reaches SRCNet data, like Skaha.
+SKAHA = PlatformSettings(
+    name="skaha",
+    launcher="skaha",
+    executables=["docker-container", "jupyter-notebook", "ping", "delay", "checksum"],
+    data=["skao-data-resource", "simple-data-resource"],
+    cores=16,
+    memory=64,
+)
+
+STORES = ["memory", "redis"]
+
+
+@pytest_asyncio.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Store]:
+    """Each store implementation in turn: the same behaviour is expected of both."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    prefix = f"talicada-test-{uuid.uuid4().hex}"
+    redis_store = await RedisStore.connect(redis_url, prefix=prefix)
+    try:
+        yield redis_store
+    finally:
+        keys = [key async for key in redis_store.client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await redis_store.client.unlink(*keys)
+        await redis_store.close()
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest_asyncio.fixture
+async def make_client(store: Store) -> AsyncIterator[ClientFactory]:
+    """Start a broker on loopback over ``store``; keyword arguments override settings.
+
+    ``platforms=[...]`` replaces the default ``local`` platform; ``clock=`` and
+    ``timers=`` pass through to :func:`create_app`.
+    """
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(
+        *,
+        platforms: list[PlatformSettings] | None = None,
+        timers: bool = True,
+        **overrides: Any,
+    ) -> TestClient[web.Request, web.Application]:
+        clock = overrides.pop("clock", None)
+        settings = load(environ={}, **overrides)
+        if platforms is not None:
+            settings = msgspec.structs.replace(settings, platforms=platforms)
+        extra: dict[str, Any] = {"clock": clock} if clock else {}
+        app = create_app(settings, store=store, timers=timers, **extra)
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest_asyncio.fixture
+async def client(make_client: ClientFactory) -> TestClient[web.Request, web.Application]:
+    """A default embedded-style broker (``local`` platform) over each store."""
+    return await make_client()

@@ -14,7 +14,7 @@ from talicada.broker.auth import Tokens
 from talicada.broker.http import auth_middleware, errors_middleware
 from talicada.broker.keys import BROKER, OPENAPI, SETTINGS, STARTED, OpenApiDocument
 from talicada.broker.routes import routes
-from talicada.broker.service import Broker
+from talicada.broker.service import Broker, Clock, utc_now
 from talicada.broker.store import Store
 from talicada.settings import Settings, SettingsError
 
@@ -38,9 +38,17 @@ async def open_store(settings: Settings) -> Store:
 
 
 def create_app(
-    settings: Settings, *, store: Store | None = None, timers: bool = True
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    timers: bool = True,
+    clock: Clock = utc_now,
 ) -> web.Application:
-    """The broker application. ``store`` overrides the configured one (tests)."""
+    """The broker application.
+
+    ``store`` overrides the configured store and ``clock`` the wall clock (tests);
+    ``timers=False`` leaves offer expiry to someone else.
+    """
     tokens = Tokens.load(settings.auth_tokens_file) if settings.auth_tokens_file else None
     if tokens is None and not settings.embedded:
         raise SettingsError(
@@ -58,7 +66,7 @@ def create_app(
     async def state(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
         opened = store or await open_store(settings)
-        app[BROKER] = Broker(settings, opened)
+        app[BROKER] = Broker(settings, opened, clock=clock)
         if tokens is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")
         yield

@@ -23,14 +23,13 @@ log = structlog.get_logger("talicada.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-MEDIA = "talicada.media"
-PRINCIPAL = "talicada.principal"
+MEDIA = web.RequestKey("media", MediaType)
+PRINCIPAL = web.RequestKey("principal", str)
 
 
 def response_media(request: web.Request) -> MediaType:
     """The media type negotiated for this request's response."""
-    media: MediaType = request.get(MEDIA, MediaType.JSON)
-    return media
+    return request.get(MEDIA, MediaType.JSON)
 
 
 def respond(
@@ -154,5 +153,4 @@ def auth_middleware(tokens: Any, open_paths: frozenset[str]) -> Any:
 
 def principal(request: web.Request) -> str:
     """Who is calling (set by the auth middleware)."""
-    who: str = request[PRINCIPAL]
-    return who
+    return request[PRINCIPAL]

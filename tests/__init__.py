@@ -1,0 +1,1 @@
+"""Talicada test suite."""

@@ -1,0 +1,201 @@
+"""The store contract, run against both implementations (memory and real Redis).
+
+Driven through :class:`Broker` so the lifecycle table supplies the allowed
+phases exactly as in production.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from talicada.broker.records import Transition
+from talicada.broker.service import Broker
+from talicada.broker.store import Store
+from talicada.schema.messages import Conflict
+from talicada.schema.validation import ValidRequest, parse_request
+from talicada.settings import PlatformSettings, load
+
+SMALL = PlatformSettings(name="small", cores=4, memory=8)
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def broker_on(store: Store, clock: FakeClock, **overrides: object) -> Broker:
+    settings = msgspec.structs.replace(load(environ={}, **overrides), platforms=[SMALL])
+    return Broker(settings, store, clock=clock)
+
+
+def ping(cores: tuple[int, int] = (1, 2), start: str | None = None) -> dict[str, object]:
+    requested: dict[str, object] = {"duration": "PT10M"}
+    if start:
+        requested["start"] = start
+    return {
+        "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
+        "compute": {"cores": {"min": cores[0], "max": cores[1]}},
+        "schedule": {"requested": requested},
+    }
+
+
+def valid(doc: dict[str, object], clock: FakeClock) -> ValidRequest:
+    return parse_request(doc, now=clock.now)
+
+
+async def test_offers_hold_their_capacity_in_the_calendar(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    assert view.record.result == "YES"
+    entries = await store.entries("small")
+    assert {uuid for uuid, _, _ in entries} == set(view.record.offers)
+    assert all(state == "H" for _, state, _ in entries)
+    first = view.offers[0].record.booking
+    usage = await store.usage("small", first.first, first.last)
+    assert max(usage.cores) >= first.cores
+
+
+async def test_hold_refuses_an_offer_that_no_longer_fits_and_writes_nothing(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    # Given two planned offer sets for the only window, planned before either held
+    doc = ping(cores=(4, 4), start="2030-01-01T12:05:00Z/PT1M")
+    one = await broker.request(valid(doc, clock), "alice")
+    assert one.record.result == "YES"
+    record = one.offers[0].record
+    clash = msgspec.structs.replace(record, uuid="00000000-0000-4000-8000-000000000001")
+    offerset = msgspec.structs.replace(one.record, uuid="00000000-0000-4000-8000-000000000002")
+    first = Transition(time="2030-01-01T12:00:00Z", source="INITIAL", target="OFFERED", cause="t")
+    # When the second is held over the first
+    result = await store.hold(offerset, [clash], {"small": (4, 8)}, [first])
+    # Then it is refused and nothing of it is stored
+    assert result == 0
+    assert await store.offerset(offerset.uuid) is None
+    assert await store.sessions([clash.uuid]) == [None]
+
+
+async def test_accepting_an_offer_books_it_and_rejects_its_siblings(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    chosen = view.record.offers[1]
+    live = await broker.update_phase(chosen, "alice", "ACCEPTED", "client")
+    assert live.phase == "ACCEPTED"
+    phases = [s.phase for s in await store.sessions(view.record.offers) if s]
+    assert phases.count("ACCEPTED") == 1 and phases.count("REJECTED") == len(phases) - 1
+    entries = await store.entries("small")
+    assert [(uuid, state) for uuid, state, _ in entries] == [(chosen, "B")]
+    history = await store.history(view.record.offers[0])
+    assert [(h.source, h.target) for h in history] == [("INITIAL", "OFFERED"), ("OFFERED", "REJECTED")]
+
+
+async def test_a_second_accept_in_one_offer_set_is_refused(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    await broker.update_phase(view.record.offers[0], "alice", "ACCEPTED", "client")
+    with pytest.raises(Conflict) as refused:
+        await broker.update_phase(view.record.offers[1], "alice", "ACCEPTED", "client")
+    assert "REJECTED" in refused.value.messages[0].message
+
+
+async def test_an_expired_offer_cannot_be_accepted_and_nothing_changes(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    clock.now += timedelta(minutes=6)
+    with pytest.raises(Conflict) as refused:
+        await broker.update_phase(view.record.offers[0], "alice", "ACCEPTED", "client")
+    assert refused.value.messages[0].kind == "urn:talicada:error:offer-expired"
+    (live,) = await store.sessions([view.record.offers[0]])
+    assert live is not None and live.phase == "OFFERED"
+
+
+async def test_due_timers_expire_offers_and_free_their_capacity(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    assert await broker.expire_due() == 0
+    clock.now += timedelta(minutes=5)
+    assert await broker.expire_due() == len(view.record.offers)
+    phases = {s.phase for s in await store.sessions(view.record.offers) if s}
+    assert phases == {"EXPIRED"}
+    assert await store.entries("small") == []
+    assert await broker.expire_due() == 0  # timers are gone, not re-applied
+
+
+async def test_a_claimed_timer_is_hidden_for_its_lease(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    await broker.request(valid(ping(), clock), "alice")
+    due = int((clock.now + timedelta(minutes=6)).timestamp() * 1000)
+    claimed = await store.claim_due(due, 30_000, 100)
+    assert claimed and all(name.startswith("expire:") for name in claimed)
+    assert await store.claim_due(due, 30_000, 100) == []
+    assert sorted(await store.claim_due(due + 30_000, 30_000, 100)) == sorted(claimed)
+
+
+async def test_cancelling_a_booking_frees_the_calendar(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    live = await broker.update_phase(uuid, "alice", "CANCELLED", "client")
+    assert live.phase == "CANCELLED"
+    assert await store.entries("small") == []
+    with pytest.raises(Conflict):
+        await broker.update_phase(uuid, "alice", "CANCELLED", "client")
+
+
+async def test_an_offer_cannot_be_cancelled_only_rejected(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    with pytest.raises(Conflict):
+        await broker.update_phase(view.record.offers[0], "alice", "CANCELLED", "client")
+    live = await broker.update_phase(view.record.offers[0], "alice", "REJECTED", "client")
+    assert live.phase == "REJECTED"
+
+
+async def test_listing_pages_through_an_owners_sessions_newest_first(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    made = []
+    for _ in range(5):
+        view = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+        made.append(view.record.offers[0])
+        clock.now += timedelta(seconds=1)
+    await broker.request(valid(ping(cores=(1, 1)), clock), "bob")
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = await broker.list_sessions("alice", cursor=cursor, limit=2)
+        seen += [live.record.uuid for live in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+
+
+async def test_listing_filters_by_phase_and_creation_time(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    first = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    clock.now += timedelta(minutes=1)
+    second = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    await broker.update_phase(second.record.offers[0], "alice", "ACCEPTED", "client")
+    accepted, _ = await broker.list_sessions("alice", phases={"ACCEPTED"})
+    assert [live.record.uuid for live in accepted] == second.record.offers
+    early, _ = await broker.list_sessions("alice", until=clock.now - timedelta(seconds=30))
+    assert [live.record.uuid for live in early] == first.record.offers
+    late, _ = await broker.list_sessions("alice", since=clock.now - timedelta(seconds=30))
+    assert [live.record.uuid for live in late] == second.record.offers
