@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -41,7 +42,8 @@ def test_an_empty_calendar_offers_the_maximum_at_the_earliest_start() -> None:
     windows = plan(d, usage_for(d), (8, 16), SLOTS, "p", 4)
     assert len(windows) == 4
     first = windows[0]
-    assert first.entry.cores == 2 and first.entry.memory == 2
+    assert first.entry.cores == 2
+    assert first.entry.memory == 2
     assert first.available >= d.earliest
     assert first.available - first.preparing == d.preparation
     assert [w.available for w in windows] == sorted(w.available for w in windows)
@@ -50,7 +52,7 @@ def test_an_empty_calendar_offers_the_maximum_at_the_earliest_start() -> None:
 def test_later_offers_start_after_the_previous_window_ends() -> None:
     d = demand(minutes=10)
     windows = plan(d, usage_for(d), (8, 16), SLOTS, "p", 4)
-    for earlier, later in zip(windows, windows[1:], strict=False):
+    for earlier, later in itertools.pairwise(windows):
         assert later.available >= earlier.releasing
 
 

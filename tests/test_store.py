@@ -7,6 +7,7 @@ phases exactly as in production.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -31,7 +32,7 @@ class FakeClock:
         return self.now
 
 
-def broker_on(store: Store, clock: FakeClock, **overrides: object) -> Broker:
+def broker_on(store: Store, clock: FakeClock, **overrides: Any) -> Broker:
     settings = msgspec.structs.replace(load(environ={}, **overrides), platforms=[SMALL])
     return Broker(settings, store, clock=clock)
 
@@ -91,11 +92,15 @@ async def test_accepting_an_offer_books_it_and_rejects_its_siblings(store: Store
     live = await broker.update_phase(chosen, "alice", "ACCEPTED", "client")
     assert live.phase == "ACCEPTED"
     phases = [s.phase for s in await store.sessions(view.record.offers) if s]
-    assert phases.count("ACCEPTED") == 1 and phases.count("REJECTED") == len(phases) - 1
+    assert phases.count("ACCEPTED") == 1
+    assert phases.count("REJECTED") == len(phases) - 1
     entries = await store.entries("small")
     assert [(uuid, state) for uuid, state, _ in entries] == [(chosen, "B")]
     history = await store.history(view.record.offers[0])
-    assert [(h.source, h.target) for h in history] == [("INITIAL", "OFFERED"), ("OFFERED", "REJECTED")]
+    assert [(h.source, h.target) for h in history] == [
+        ("INITIAL", "OFFERED"),
+        ("OFFERED", "REJECTED"),
+    ]
 
 
 async def test_a_second_accept_in_one_offer_set_is_refused(store: Store) -> None:
@@ -117,7 +122,8 @@ async def test_an_expired_offer_cannot_be_accepted_and_nothing_changes(store: St
         await broker.update_phase(view.record.offers[0], "alice", "ACCEPTED", "client")
     assert refused.value.messages[0].kind == "urn:talicada:error:offer-expired"
     (live,) = await store.sessions([view.record.offers[0]])
-    assert live is not None and live.phase == "OFFERED"
+    assert live is not None
+    assert live.phase == "OFFERED"
 
 
 async def test_due_timers_expire_offers_and_free_their_capacity(store: Store) -> None:
@@ -139,7 +145,8 @@ async def test_a_claimed_timer_is_hidden_for_its_lease(store: Store) -> None:
     await broker.request(valid(ping(), clock), "alice")
     due = int((clock.now + timedelta(minutes=6)).timestamp() * 1000)
     claimed = await store.claim_due(due, 30_000, 100)
-    assert claimed and all(name.startswith("expire:") for name in claimed)
+    assert claimed
+    assert all(name.startswith("expire:") for name in claimed)
     assert await store.claim_due(due, 30_000, 100) == []
     assert sorted(await store.claim_due(due + 30_000, 30_000, 100)) == sorted(claimed)
 

@@ -29,7 +29,8 @@ PRINCIPAL = web.RequestKey("principal", str)
 
 def response_media(request: web.Request) -> MediaType:
     """The media type negotiated for this request's response."""
-    return request.get(MEDIA, MediaType.JSON)
+    media: MediaType = request.get(MEDIA, MediaType.JSON)
+    return media
 
 
 def respond(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -222,6 +222,10 @@ class _Rules:
                     self.problems.append(
                         _field(path, f"the interval ended at {iso8601.format_instant(start.end)}")
                     )
+                elif start.end > datetime.max.replace(tzinfo=UTC) - 2 * iso8601.MAX_DURATION:
+                    # The planner adds the duration (≤ MAX_DURATION) and release to the
+                    # end of the window; near year 9999 that overflows datetime (a 500).
+                    self.problems.append(_field(path, "the interval ends too far in the future"))
         return duration, start
 
     def _executable(self, executable: AnyExecutable) -> dict[str, timedelta]:

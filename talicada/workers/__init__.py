@@ -1,0 +1,1 @@
+"""Worker services: the runtime and one module per worker (data, image, launch, release)."""
