@@ -15,7 +15,13 @@ import pytest
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
-from talicada.schema.messages import Conflict
+from talicada.schema.messages import Conflict, RequestInvalid
+from talicada.schema.model import (
+    AnyUpdate,
+    EnumValueUpdate,
+    IntegerDeltaUpdate,
+    StringValueUpdate,
+)
 from talicada.schema.validation import ValidRequest, parse_request
 from talicada.settings import PlatformSettings, load
 
@@ -206,3 +212,101 @@ async def test_listing_filters_by_phase_and_creation_time(store: Store) -> None:
     assert [live.record.uuid for live in early] == first.record.offers
     late, _ = await broker.list_sessions("alice", since=clock.now - timedelta(seconds=30))
     assert [live.record.uuid for live in late] == second.record.offers
+
+
+def duration_update(value: str) -> StringValueUpdate:
+    return StringValueUpdate(path="schedule.available.duration", value=value)
+
+
+async def test_a_booking_is_extended_where_the_calendar_has_room(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(cores=(2, 2)), clock), "alice")
+    uuid = view.record.offers[0]
+    before = view.offers[0].record.booking
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    live = await broker.update(uuid, "alice", duration_update("PT30M"))
+    schedule = live.record.session.schedule
+    assert schedule is not None
+    assert schedule.available is not None
+    assert schedule.available.duration == "PT30M"
+    assert live.record.booking.last == before.last + 20
+    ((_, _, entry),) = await store.entries("small")
+    assert entry.last == before.last + 20
+    usage = await store.usage("small", before.first, entry.last)
+    assert usage.cores == [2] * (entry.last - before.first)
+
+
+async def test_an_extension_without_room_is_refused_and_changes_nothing(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    mine = await broker.request(
+        valid(ping(cores=(4, 4), start="2030-01-01T12:05:00Z/PT1M"), clock), "alice"
+    )
+    uuid = mine.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    # Given someone else booked the whole platform right after my window
+    theirs = await broker.request(valid(ping(cores=(4, 4)), clock), "bob")
+    assert theirs.offers[0].record.booking.first <= mine.offers[0].record.booking.last + 1
+    # When I ask for more time, I am told there is no room
+    with pytest.raises(Conflict) as refused:
+        await broker.update(uuid, "alice", duration_update("PT2H"))
+    assert refused.value.messages[0].kind == "urn:talicada:error:no-room"
+    (live,) = await store.sessions([uuid])
+    assert live is not None
+    assert live.record.booking == mine.offers[0].record.booking
+
+
+async def test_shortening_a_booking_frees_its_tail(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(cores=(2, 2)), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    shorter = await broker.update(
+        uuid,
+        "alice",
+        IntegerDeltaUpdate(path="schedule.available.duration", delta=-5, units="minutes"),
+    )
+    assert shorter.record.booking.last == view.offers[0].record.booking.last - 5
+    usage = await store.usage(
+        "small", shorter.record.booking.last, view.offers[0].record.booking.last
+    )
+    assert usage.cores == [0] * 5
+
+
+async def test_a_finished_sessions_schedule_cannot_change(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "REJECTED", "client")
+    with pytest.raises(Conflict) as refused:
+        await broker.update(uuid, "alice", duration_update("PT20M"))
+    assert refused.value.messages[0].kind == "urn:talicada:error:schedule-fixed"
+
+
+@pytest.mark.parametrize(
+    ("update", "field"),
+    [
+        (StringValueUpdate(path="schedule.available.duration", value="P1Y"), "value"),
+        (StringValueUpdate(path="schedule.available.duration", value="PT0S"), "value"),
+        (
+            IntegerDeltaUpdate(path="schedule.available.duration", delta=5, units="fortnights"),
+            "units",
+        ),
+        (StringValueUpdate(path="executable.image", value="x"), "executable.image"),
+        (EnumValueUpdate(path="schedule.available.duration", value="LONG"), "kind"),
+    ],
+    ids=["years", "zero", "units", "other-path", "enum-for-duration"],
+)
+async def test_bad_schedule_updates_name_the_field(
+    store: Store, update: AnyUpdate, field: str
+) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    with pytest.raises(RequestInvalid) as refused:
+        await broker.update(view.record.offers[0], "alice", update)
+    assert refused.value.status == 400
+    assert refused.value.messages[0].values["path"] == field

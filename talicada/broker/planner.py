@@ -69,8 +69,8 @@ def plan(
     start = slots.ceil(demand.earliest)
     stop = slots.floor(demand.latest)
     prep_slots = _slots_for(demand.preparation, slots)
-    span = _slots_for(demand.duration, slots) + _slots_for(demand.release, slots)
     while len(windows) < limit and start <= stop:
+        span = booking_end(0, demand.duration, demand.release, slots)
         found = _first_fit(demand, view, capacity, start, stop, prep_slots, span)
         if found is None:
             break
@@ -89,6 +89,11 @@ def plan(
         )
         start = slot + max(1, _slots_for(demand.duration, slots))
     return windows
+
+
+def booking_end(available: int, duration: timedelta, release: timedelta, slots: Slots) -> int:
+    """The slot after the last one a booking whose window starts at slot ``available`` uses."""
+    return available + _slots_for(duration, slots) + _slots_for(release, slots)
 
 
 def _slots_for(length: timedelta, slots: Slots) -> int:

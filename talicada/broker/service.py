@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from talicada import constants
-from talicada.broker import lifecycle, platforms
+from talicada.broker import lifecycle, platforms, updates
 from talicada.broker.calendar import Slots
 from talicada.broker.offers import NewId, build_offer, new_uuid
 from talicada.broker.planner import Demand, Window, plan, search_range
@@ -31,14 +31,19 @@ from talicada.broker.records import (
 from talicada.broker.store import Store
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_instant
-from talicada.schema.messages import Conflict, MessageItem, NotFound, RequestInvalid
-from talicada.schema.model import AnyUpdate, EnumValueUpdate, SessionPhase
+from talicada.schema.messages import Conflict, MessageItem, NotFound
+from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
 from talicada.settings import PlatformSettings, Settings
 
 log = structlog.get_logger("talicada.broker")
 
 Clock = Callable[[], datetime]
+
+#: Phases in which a client may still change how long the window lasts.
+RESIZABLE: frozenset[SessionPhase] = frozenset(
+    {"OFFERED", "ACCEPTED", "WAITING", "PREPARING", "AVAILABLE", "RUNNING"}
+)
 
 
 def utc_now() -> datetime:
@@ -290,39 +295,41 @@ class Broker:
     async def update(self, uuid: str, owner: str, update: AnyUpdate) -> LiveSession:
         """Apply a client's update; RequestInvalid (400) or Conflict (409) otherwise."""
         await self.session(uuid, owner)
-        if update.path != "phase":
-            raise RequestInvalid(
+        intent = updates.interpret(update)
+        if isinstance(intent, updates.PhaseChange):
+            return await self.update_phase(uuid, owner, intent.target, "client")
+        return await self.resize(uuid, owner, intent)
+
+    async def resize(self, uuid: str, owner: str, change: updates.Resize) -> LiveSession:
+        """Make the caller's session's available window longer or shorter."""
+        now = self.clock()
+        live = await self.session(uuid, owner)
+        record = live.record
+        schedule = record.session.schedule
+        if live.phase not in RESIZABLE or schedule is None:
+            raise Conflict([msg.make(msg.SCHEDULE_FIXED, uuid=uuid, phase=live.phase)])
+        new_record = updates.resized(record, schedule, change, now, self.slots)
+        platform = self.platforms[record.platform]
+        outcome = await self.store.resize(
+            uuid, RESIZABLE, new_record, (platform.cores, platform.memory)
+        )
+        if outcome.status == "full":
+            raise Conflict(
                 [
                     msg.make(
-                        msg.UNSUPPORTED_UPDATE,
-                        path=update.path,
-                        reason="only the phase of a session can be updated",
+                        msg.NO_ROOM,
+                        platform=platform.name,
+                        uuid=uuid,
+                        duration=new_record.session.schedule.available.duration,  # type: ignore[union-attr]
                     )
                 ]
             )
-        if not isinstance(update, EnumValueUpdate):
-            raise RequestInvalid(
-                [
-                    msg.make(
-                        msg.UNSUPPORTED_UPDATE,
-                        path="kind",
-                        reason="the phase is set with uri:enum-value-update",
-                    )
-                ]
+        if not outcome.ok:
+            raise Conflict(
+                [msg.make(msg.SCHEDULE_FIXED, uuid=uuid, phase=outcome.phase or live.phase)]
             )
-        if update.value not in lifecycle.CLIENT_TARGETS:
-            raise RequestInvalid(
-                [
-                    msg.make(
-                        msg.INVALID_FIELD,
-                        path="value",
-                        reason=f"'{update.value}' is not a phase a client can set; use "
-                        + ", ".join(sorted(lifecycle.CLIENT_TARGETS)),
-                    )
-                ]
-            )
-        target: SessionPhase = update.value
-        return await self.update_phase(uuid, owner, target, "client")
+        log.info("session.resized", session=uuid, last_slot=new_record.booking.last)
+        return await self.session(uuid, owner)
 
     async def update_phase(
         self, uuid: str, owner: str, target: SessionPhase, cause: str

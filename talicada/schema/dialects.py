@@ -36,7 +36,7 @@ _SEED_IDENTITY: Final = {
     "messages": "messages",
 }
 # Families with a single kind: a missing discriminator means that kind.
-_DEFAULT_KIND: Final = {
+DEFAULT_KIND: Final = {
     Family.COMPUTE: "simple-compute-resource",
     Family.STORAGE: "simple-storage-resource",
     Family.VOLUME: "simple-volume-mount",
@@ -195,8 +195,8 @@ def _canonical_component(
         if family not in (Family.COSTS, Family.METRICS) or is_kind:
             key, uri = "type", component.pop("type")
     if uri is None:
-        if family in _DEFAULT_KIND:
-            component["kind"] = _DEFAULT_KIND[family]
+        if family in DEFAULT_KIND:
+            component["kind"] = DEFAULT_KIND[family]
         elif family is Family.SESSION:
             pass  # sessions echoed back by clients carry their kind only for show
         else:

@@ -81,6 +81,14 @@ OFFER_TAKEN: Final = (
     "error:offer-taken",
     "offer set {offerset} already has an accepted offer ({accepted})",
 )
+SCHEDULE_FIXED: Final = (
+    "error:schedule-fixed",
+    "session {uuid} is {phase}; its schedule can no longer change",
+)
+NO_ROOM: Final = (
+    "error:no-room",
+    "platform {platform} has no room to make session {uuid} last {duration}",
+)
 UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
 NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
 OFFERS_MADE: Final = ("info:offers-made", "{count} offers from platform {platform}")

@@ -24,7 +24,7 @@ import yaml
 
 from talicada import __version__
 from talicada.schema import model
-from talicada.schema.dialects import _DEFAULT_KIND
+from talicada.schema.dialects import DEFAULT_KIND
 from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
 from talicada.schema.messages import MessageItem
 
@@ -111,7 +111,7 @@ def _default_kind_optional(schemas: dict[str, Any]) -> None:
     for name, schema in schemas.items():
         struct = getattr(model, name, None)
         config = getattr(struct, "__struct_config__", None)
-        if config is not None and config.tag in _DEFAULT_KIND.values():
+        if config is not None and config.tag in DEFAULT_KIND.values():
             schema["required"] = [field for field in schema["required"] if field != "kind"]
 
 

@@ -76,6 +76,19 @@ class Store(Protocol):
         only when the offer's expiry is at or before ``due`` (epoch ms).
         """
 
+    async def resize(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: SessionRecord,
+        capacity: tuple[int, int],
+    ) -> Outcome:
+        """Replace a session's record with ``record`` whose booking ends elsewhere.
+
+        Only from one of ``sources``. Slots the booking gains must have room
+        (else status ``full``, nothing changed); slots it loses are freed.
+        """
+
     async def history(self, uuid: str) -> list[Transition]:
         """Every recorded transition of a session, oldest first."""
 

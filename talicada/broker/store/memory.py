@@ -172,6 +172,32 @@ class MemoryStore:
         self._timers.pop(f"expire:{uuid}", None)
         self._calendars[self._sessions[uuid].platform].free(uuid)
 
+    async def resize(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: SessionRecord,
+        capacity: tuple[int, int],
+    ) -> Outcome:
+        current = self._sessions.get(uuid)
+        if current is None:
+            return Outcome("missing")
+        phase = self._phases[uuid]
+        calendar = self._calendars[current.platform]
+        if phase not in sources or uuid not in calendar.entries:
+            return Outcome("phase", phase)
+        state, entry = calendar.entries[uuid]
+        last = record.booking.last
+        if last > entry.last:
+            gained = Entry(entry.platform, entry.last, last, entry.cores, entry.memory)
+            if not calendar.fits(gained, capacity, None):
+                return Outcome("full", phase)
+        calendar.free(uuid)
+        calendar.add(uuid, Entry(entry.platform, entry.first, last, entry.cores, entry.memory))
+        calendar.entries[uuid] = (state, calendar.entries[uuid][1])
+        self._sessions[uuid] = record
+        return Outcome("ok", phase)
+
     async def history(self, uuid: str) -> list[Transition]:
         return list(self._history.get(uuid, []))
 

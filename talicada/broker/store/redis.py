@@ -66,6 +66,7 @@ class RedisStore:
         self._accept = client.register_script(_script("accept"))
         self._finish = client.register_script(_script("finish"))
         self._claim = client.register_script(_script("claim_due"))
+        self._resize = client.register_script(_script("resize"))
 
     @classmethod
     async def connect(cls, url: str, *, prefix: str = "talicada") -> RedisStore:
@@ -218,6 +219,27 @@ class RedisStore:
             _RETENTION_MS,
         ]
         return _outcome(await self._run(self._finish, keys, args))
+
+    async def resize(
+        self,
+        uuid: str,
+        sources: Collection[SessionPhase],
+        record: SessionRecord,
+        capacity: tuple[int, int],
+    ) -> Outcome:
+        keys = [
+            self.keys.session(uuid),
+            self.keys.calendar_usage(record.platform),
+            self.keys.calendar_entries(record.platform),
+        ]
+        args = [
+            uuid,
+            " ".join(sorted(sources)),
+            record.booking.last,
+            _record_encoder.encode(record),
+            *capacity,
+        ]
+        return _outcome(await self._run(self._resize, keys, args))
 
     async def history(self, uuid: str) -> list[Transition]:
         items = await self.client.lrange(self.keys.history(uuid), 0, -1)
