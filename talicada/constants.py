@@ -40,6 +40,30 @@ SESSION_RETENTION = timedelta(days=30)
 #: How many times a request is re-planned when a concurrent client took the
 #: capacity between reading the calendar and holding it.
 PLAN_ATTEMPTS = 5
+#: Approximate length cap of every event stream (``XADD … MAXLEN ~``), entries.
+#: Bounds Redis memory; a backlog longer than this would be trimmed unread (and
+#: its pending entries dropped on reclaim), so it must exceed any plausible backlog.
+STREAM_MAXLEN = 100_000
+#: Deliveries of one message (first run included) before it is dead-lettered and
+#: its component FAILED: enough for transient faults, few enough that a poison
+#: message stops costing work within a minute (DESIGN §6).
+MAX_DELIVERIES = 5
+#: First retry delay; the n-th delivery's retry waits ``RETRY_BASE * 2**(n-1)``
+#: (exponential backoff, so a struggling dependency is not hammered).
+RETRY_BASE = timedelta(seconds=1)
+#: Longest retry delay, whatever the delivery count.
+RETRY_MAX = timedelta(seconds=60)
+#: How long a delivered, unacknowledged message may sit with a consumer before
+#: another consumer may take it: that consumer is presumed dead. Longer than any
+#: handler runs without finishing, shorter than an operator's patience.
+RECLAIM_IDLE = timedelta(seconds=30)
+#: Longest a consumer blocks waiting for new messages (``XREADGROUP BLOCK``);
+#: also bounds how late it notices a due retry and how long a graceful stop waits
+#: for the read in progress.
+STREAM_BLOCK = timedelta(seconds=1)
+
+#: The field of a stream entry that holds the encoded event.
+STREAM_FIELD = "event"
 
 # -- Redis keys -----------------------------------------------------------
 
@@ -60,6 +84,10 @@ class Keys:
         """List of JSON transition records of one session, oldest first."""
         return f"{self.prefix}:session:{{{uuid}}}:history"
 
+    def applied(self, uuid: str) -> str:
+        """Set of worker report delivery ids already applied to one session."""
+        return f"{self.prefix}:session:{{{uuid}}}:applied"
+
     def offerset(self, uuid: str) -> str:
         """Hash: ``doc`` (msgpack OfferSet record), ``accepted`` (offer uuid)."""
         return f"{self.prefix}:offerset:{{{uuid}}}"
@@ -79,3 +107,15 @@ class Keys:
     def timers(self) -> str:
         """Sorted set of due-time events (``expire:<uuid>``) scored by due time (ms)."""
         return f"{self.prefix}:timers"
+
+    def stream(self, role: str) -> str:
+        """Stream of events for one consumer role (``launch``, ``prepare-data``…)."""
+        return f"{self.prefix}:stream:{role}"
+
+    def dead_letters(self) -> str:
+        """Stream of messages that could not be processed, with the reason why."""
+        return f"{self.prefix}:stream:dead-letter"
+
+    def stream_retries(self, role: str, group: str) -> str:
+        """Sorted set of one group's message ids awaiting a retry, scored by due time (ms)."""
+        return f"{self.prefix}:stream:{role}:retry:{group}"

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from talicada.schema import iso8601
 from talicada.schema.kinds import Dialect, Family, uri_for
@@ -201,10 +202,10 @@ def check_seed_offerset(doc: dict[str, Any], dialect: Dialect, location: str) ->
         for resource in ("cores", "memory"):
             assert compute[resource]["min"] == compute[resource]["max"] >= 1
 
-        data = {identity(item, dialect)[1]: item for item in offer["data"]}
+        data = {str(identity(item, dialect)[1]): item for item in offer["data"]}
         assert sorted(data) == sorted(DATA_NAMES)
         data_ids = {name: identity(item, dialect)[0] for name, item in data.items()}
-        storage = {identity(item, dialect)[1]: item for item in offer["storage"]}
+        storage = {str(identity(item, dialect)[1]): item for item in offer["storage"]}
         assert sorted(storage) == [f"Storage for [{name}]" for name in sorted(DATA_NAMES)]
         for data_name in DATA_NAMES:
             holder = storage[f"Storage for [{data_name}]"]
@@ -265,8 +266,7 @@ async def test_seed_request_to_a_skaha_platform_gets_seed_dialect_offers(
     assert doc["href"] == response.headers["Location"]
     for offer in doc["offers"]:
         assert offer["type"] == (
-            "https://www.purl.org/ivoa.net/EB/schema/types/session/"
-            "execution-session-response-1.0"
+            "https://www.purl.org/ivoa.net/EB/schema/types/session/execution-session-response-1.0"
         )
     keys = set(all_keys(doc))
     assert "kind" not in keys
@@ -436,7 +436,9 @@ async def test_cancelling_an_accepted_session_makes_it_cancelled(client: Client)
 
 
 @pytest.mark.parametrize("value", ["RUNNING", "BANANA", "accepted"])
-async def test_a_phase_a_client_cannot_set_is_a_400_naming_value(client: Client, value: str) -> None:
+async def test_a_phase_a_client_cannot_set_is_a_400_naming_value(
+    client: Client, value: str
+) -> None:
     """Only ACCEPTED, REJECTED and CANCELLED may be asked for; anything else → 400 ``value``."""
     _, offers = await offers_for(client)
     status, doc = await post(client, f"/sessions/{offers[0]}", update(value))
@@ -515,7 +517,9 @@ async def test_another_principal_cannot_see_or_change_a_session(
     response = await second.get(f"/sessions/{offer}")
     assert response.status == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    response = await second.get("/sessions", headers={"Authorization": "Bearer wrong-token-0123456"})
+    response = await second.get(
+        "/sessions", headers={"Authorization": "Bearer wrong-token-0123456"}
+    )
     assert response.status == 401
     assert (await second.get("/healthz")).status == 200
 
@@ -526,12 +530,15 @@ async def test_another_principal_cannot_see_or_change_a_session(
 async def test_prefer_return_minimal_redirects_to_the_offerset(client: Client) -> None:
     """``Prefer: return=minimal`` → 303 with Location of the offer set, which then reads."""
     response = await client.post(
-        "/requests", json=ping_request(), headers={"Prefer": "return=minimal"}, allow_redirects=False
+        "/requests",
+        json=ping_request(),
+        headers={"Prefer": "return=minimal"},
+        allow_redirects=False,
     )
     assert response.status == 303
     location = response.headers["Location"]
     assert "/offersets/" in location
-    status, doc = await get(client, location)
+    status, doc = await get(client, URL(location).path)
     assert status == 200
     assert doc["meta"]["url"] == location
     assert doc["result"] == "YES"
@@ -607,7 +614,7 @@ async def test_session_listing_pages_visit_each_session_exactly_once(
         seen += [item["meta"]["uuid"] for item in doc["sessions"]]
         path = doc.get("next")
         if path is not None:
-            assert doc["cursor"] in path
+            assert URL(path).query["cursor"] == doc["cursor"]
         pages += 1
         assert pages <= 5, "paging does not end"
     assert seen == made[::-1]

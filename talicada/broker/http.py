@@ -102,8 +102,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(
             request, 415, [msg.make(msg.INVALID_FIELD, path="Content-Type", reason=str(error))]
         )
-    except web.HTTPRequestEntityTooLarge as error:
-        reason = f"the body is larger than {error.max_size} bytes"  # type: ignore[attr-defined]
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's exception does not keep the limit; the request does.
+        reason = f"the body is larger than {request.client_max_size} bytes"
         return _error(request, 413, [msg.make(msg.MALFORMED_BODY, media="request", reason=reason)])
     except web.HTTPException as error:
         if error.status < 400:

@@ -17,13 +17,9 @@ from datetime import timedelta
 
 from talicada.schema import messages as msg
 from talicada.schema.messages import MessageItem
-from talicada.schema.model import AnyData, SimpleDataResource, SkaoDataResource
+from talicada.schema.model import AnyData, SimpleDataResource, SkaoDataResource, kind_of
 from talicada.schema.validation import ValidRequest
 from talicada.settings import PlatformSettings
-
-
-def _kind(item: object) -> str:
-    return str(type(item).__struct_config__.tag)  # type: ignore[attr-defined]
 
 
 def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[MessageItem]:
@@ -72,7 +68,7 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
 
 
 def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[MessageItem]:
-    kind = _kind(item)
+    kind = kind_of(item)
     if kind not in platform.data:
         return [
             msg.make(
@@ -111,7 +107,7 @@ def preparation(platform: PlatformSettings, valid: ValidRequest) -> timedelta:
     image = defaults.image.get(valid.executable_kind, 0.0)
     slowest = 0.0
     for item in valid.request.data:
-        staging = defaults.data.get(_kind(item), 0.0)
+        staging = defaults.data.get(kind_of(item), 0.0)
         size = _data_size(item)
         if size:
             staging += size / defaults.staging_rate

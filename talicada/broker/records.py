@@ -20,8 +20,9 @@ class Transition(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One recorded phase change: when, from what, to what, and why."""
 
     time: str
-    source: SessionPhase = msgspec.field(name="from")
-    target: SessionPhase = msgspec.field(name="to")
+    #: Session phases, or component phases when ``component`` names one.
+    source: str = msgspec.field(name="from")
+    target: str = msgspec.field(name="to")
     cause: str
     component: str | None = None
 
@@ -51,6 +52,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     expires: int
     booking: Booking
     session: ExecutionSession
+    #: The tail of the executable's stdout and stderr, as the launcher kept it.
+    output: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class OfferSetRecord(msgspec.Struct, kw_only=True):

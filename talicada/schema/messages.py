@@ -90,6 +90,8 @@ NO_ROOM: Final = (
     "platform {platform} has no room to make session {uuid} last {duration}",
 )
 UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
+COMPONENT_MESSAGE: Final = ("info:component", "{component}: {text}")
+CHECKSUM: Final = ("info:checksum", "sha256 {digest} {path}")
 NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
 OFFERS_MADE: Final = ("info:offers-made", "{count} offers from platform {platform}")
 

@@ -482,3 +482,8 @@ class IntegerDeltaUpdate(Base, tag_field="kind", tag="uri:integer-delta-update",
 
 
 AnyUpdate = EnumValueUpdate | StringValueUpdate | IntegerValueUpdate | IntegerDeltaUpdate
+
+
+def kind_of(item: msgspec.Struct) -> str:
+    """The internal kind name of a tagged struct (``docker-container``)."""
+    return str(item.__struct_config__.tag)

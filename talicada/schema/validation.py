@@ -42,6 +42,7 @@ from talicada.schema.model import (
     SimpleDataResource,
     SimpleStorageResource,
     SimpleVolumeMount,
+    kind_of,
 )
 
 _PARTS: Final[dict[str, Any]] = {
@@ -89,7 +90,7 @@ class ValidRequest:
     @property
     def executable_kind(self) -> str:
         """Internal name of the executable's kind."""
-        return type(self.request.executable).__struct_config__.tag  # type: ignore[return-value]
+        return kind_of(self.request.executable)
 
 
 def _where(error: msgspec.ValidationError, prefix: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from talicada.broker.calendar import Entry, Usage
+from talicada.broker.engine import Change
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -87,6 +88,17 @@ class Store(Protocol):
 
         Only from one of ``sources``. Slots the booking gains must have room
         (else status ``full``, nothing changed); slots it loses are freed.
+        """
+
+    async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
+        """A session with its version, for a later :meth:`commit`."""
+
+    async def commit(self, uuid: str, version: int, change: Change, delivery: str | None) -> str:
+        """Apply a lifecycle change atomically, with its events and timers (the outbox).
+
+        Returns ``ok``; ``stale`` when the session changed since ``version`` was
+        read (load again and recompute); ``duplicate`` when ``delivery`` was
+        already applied; ``missing``. A final phase frees the booking.
         """
 
     async def history(self, uuid: str) -> list[Transition]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from typing import cast
 
 from talicada.broker.calendar import Entry, Usage
 from talicada.broker.records import (
@@ -18,7 +19,10 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
+from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.store.paging import Cursor
+from talicada.events.bus import Bus
+from talicada.events.envelope import Event
 from talicada.schema.model import SessionPhase
 
 
@@ -56,9 +60,17 @@ class _Calendar:
 
 
 class MemoryStore:
-    """Sessions, offer sets, calendars and timers in dictionaries."""
+    """Sessions, offer sets, calendars and timers in dictionaries.
 
-    def __init__(self) -> None:
+    Events are handed to ``bus`` (the in-memory bus of embedded mode) right
+    after the change that causes them, with nothing awaited in between.
+    """
+
+    def __init__(self, bus: Bus | None = None) -> None:
+        self._bus = bus
+        self._outbox: list[tuple[str, Event]] = []
+        self._versions: defaultdict[str, int] = defaultdict(int)
+        self._applied: defaultdict[str, set[str]] = defaultdict(set)
         self._calendars: defaultdict[str, _Calendar] = defaultdict(_Calendar)
         self._sessions: dict[str, SessionRecord] = {}
         self._phases: dict[str, SessionPhase] = {}
@@ -131,6 +143,7 @@ class MemoryStore:
         self._accepted[offer.offerset] = uuid
         self._set(uuid, record)
         self._timers.pop(f"expire:{uuid}", None)
+        self._timers[f"start:{uuid}"] = now
         calendar = self._calendars[offer.platform]
         calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
         for sibling in self._offersets[offer.offerset].offers:
@@ -142,6 +155,7 @@ class MemoryStore:
                     cause=f"sibling {uuid} accepted",
                 )
                 self._release(sibling, rejected)
+        await self._flush()
         return Outcome("ok", "ACCEPTED")
 
     async def finish(
@@ -161,11 +175,21 @@ class MemoryStore:
         if due is not None and offer.expires > due:
             return Outcome("phase", phase, "not due")
         self._release(uuid, record)
-        return Outcome("ok", record.target)
+        await self._flush()
+        return Outcome("ok", cast(SessionPhase, record.target))
 
     def _set(self, uuid: str, record: Transition) -> None:
-        self._phases[uuid] = record.target
+        self._phases[uuid] = cast(SessionPhase, record.target)
         self._history[uuid].append(record)
+        self._versions[uuid] += 1
+        self._outbox.append((LIFECYCLE, lifecycle_event(uuid, record)))
+
+    async def _flush(self) -> None:
+        """Hand the events of the change just made to the bus."""
+        outbox, self._outbox = self._outbox, []
+        if self._bus is not None:
+            for role, event in outbox:
+                await self._bus.publish(role, event)
 
     def _release(self, uuid: str, record: Transition) -> None:
         self._set(uuid, record)
@@ -196,7 +220,36 @@ class MemoryStore:
         calendar.add(uuid, Entry(entry.platform, entry.first, last, entry.cores, entry.memory))
         calendar.entries[uuid] = (state, calendar.entries[uuid][1])
         self._sessions[uuid] = record
+        self._versions[uuid] += 1
         return Outcome("ok", phase)
+
+    async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
+        record = self._sessions.get(uuid)
+        if record is None:
+            return None
+        return LiveSession(record=record, phase=self._phases[uuid]), self._versions[uuid]
+
+    async def commit(self, uuid: str, version: int, change: Change, delivery: str | None) -> str:
+        if uuid not in self._sessions:
+            return "missing"
+        if delivery is not None and delivery in self._applied[uuid]:
+            return "duplicate"
+        if self._versions[uuid] != version:
+            return "stale"
+        self._sessions[uuid] = change.record
+        self._phases[uuid] = change.phase
+        self._history[uuid].extend(change.history)
+        self._versions[uuid] += 1
+        for name in change.drop_timers:
+            self._timers.pop(name, None)
+        self._timers.update(change.add_timers)
+        if delivery is not None:
+            self._applied[uuid].add(delivery)
+        if change.final:
+            self._calendars[change.record.platform].free(uuid)
+        self._outbox.extend(change.events)
+        await self._flush()
+        return "ok"
 
     async def history(self, uuid: str) -> list[Transition]:
         return list(self._history.get(uuid, []))

@@ -29,7 +29,9 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
+from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.store.paging import Cursor
+from talicada.events.envelope import encode as encode_event
 from talicada.schema.model import SessionPhase
 
 _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
@@ -59,9 +61,17 @@ def _outcome(reply: list[bytes | str]) -> Outcome:
 class RedisStore:
     """Sessions, offer sets, calendars and timers in Redis (see module docstring)."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "talicada") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "talicada",
+        maxlen: int = constants.STREAM_MAXLEN,
+    ) -> None:
         self.client = client
         self.keys = constants.Keys(prefix)
+        self.maxlen = maxlen
+        self._commit = client.register_script(_script("commit"))
         self._hold = client.register_script(_script("hold"))
         self._accept = client.register_script(_script("accept"))
         self._finish = client.register_script(_script("finish"))
@@ -158,6 +168,12 @@ class RedisStore:
         siblings = [s for s in (offerset.offers if offerset else []) if s != uuid]
         # Siblings may sit on other platforms; read where, to name their keys.
         sibling_records = [await self._locate(sibling) for sibling in siblings]
+        rejected = Transition(
+            time=record.time,
+            source="OFFERED",
+            target="REJECTED",
+            cause=f"sibling {uuid} accepted",
+        )
         keys = [
             self.keys.session(uuid),
             self.keys.history(uuid),
@@ -165,20 +181,17 @@ class RedisStore:
             self.keys.timers(),
             self.keys.calendar_usage(offer.platform),
             self.keys.calendar_entries(offer.platform),
+            self.keys.stream(LIFECYCLE),
         ]
         args: list[Any] = [
             uuid,
             now,
             _transition_encoder.encode(record),
-            _transition_encoder.encode(
-                Transition(
-                    time=record.time,
-                    source="OFFERED",
-                    target="REJECTED",
-                    cause=f"sibling {uuid} accepted",
-                )
-            ),
+            _transition_encoder.encode(rejected),
             _RETENTION_MS,
+            self.maxlen,
+            constants.STREAM_FIELD,
+            encode_event(lifecycle_event(uuid, record)),
         ]
         for sibling, sibling_record in zip(siblings, sibling_records, strict=True):
             if sibling_record is None:
@@ -189,7 +202,7 @@ class RedisStore:
                 self.keys.calendar_usage(sibling_record.platform),
                 self.keys.calendar_entries(sibling_record.platform),
             ]
-            args.append(sibling)
+            args += [sibling, encode_event(lifecycle_event(sibling, rejected))]
         return _outcome(await self._run(self._accept, keys, args))
 
     async def finish(
@@ -209,6 +222,7 @@ class RedisStore:
             self.keys.timers(),
             self.keys.calendar_usage(offer.platform),
             self.keys.calendar_entries(offer.platform),
+            self.keys.stream(LIFECYCLE),
         ]
         args = [
             uuid,
@@ -217,6 +231,9 @@ class RedisStore:
             _transition_encoder.encode(record),
             "" if due is None else due,
             _RETENTION_MS,
+            self.maxlen,
+            constants.STREAM_FIELD,
+            encode_event(lifecycle_event(uuid, record)),
         ]
         return _outcome(await self._run(self._finish, keys, args))
 
@@ -240,6 +257,44 @@ class RedisStore:
             *capacity,
         ]
         return _outcome(await self._run(self._resize, keys, args))
+
+    async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
+        phase, doc, version = await self.client.hmget(self.keys.session(uuid), ["phase", "doc", "v"])
+        if phase is None or doc is None:
+            return None
+        record = _session_decoder.decode(cast(bytes, doc))
+        live = LiveSession(record=record, phase=cast(SessionPhase, _text(phase)))
+        return live, int(version or 0)
+
+    async def commit(self, uuid: str, version: int, change: Change, delivery: str | None) -> str:
+        keys = [
+            self.keys.session(uuid),
+            self.keys.history(uuid),
+            self.keys.applied(uuid),
+            self.keys.timers(),
+            self.keys.calendar_usage(change.record.platform),
+            self.keys.calendar_entries(change.record.platform),
+            *(self.keys.stream(role) for role, _ in change.events),
+        ]
+        args: list[Any] = [
+            version,
+            change.phase,
+            _record_encoder.encode(change.record),
+            delivery or "",
+            "1" if change.final else "0",
+            _RETENTION_MS,
+            self.maxlen,
+            constants.STREAM_FIELD,
+            uuid,
+            len(change.history),
+            *(_transition_encoder.encode(item) for item in change.history),
+            len(change.add_timers),
+        ]
+        for name, due in change.add_timers.items():
+            args += [name, due]
+        args += [len(change.drop_timers), *change.drop_timers]
+        args += [encode_event(event) for _, event in change.events]
+        return _text(await self._run(self._commit, keys, args))
 
     async def history(self, uuid: str) -> list[Transition]:
         items = await self.client.lrange(self.keys.history(uuid), 0, -1)

@@ -1,9 +1,12 @@
 -- OFFERED -> ACCEPTED: the hold becomes a booking and OFFERED siblings are
 -- REJECTED, their holds freed. At most one offer of a set is ever accepted.
+-- The accepted session gets a 'start' timer due now: the lifecycle engine
+-- takes it from there, and the timer survives a broker dying right here.
 --
--- KEYS: session, history, offerset, timers, usage, entries,
+-- KEYS: session, history, offerset, timers, usage, entries, lifecycle stream,
 --       then per sibling (session, history, usage, entries).
--- ARGV: uuid, now ms, accept record, reject record, retention ms, sibling uuids...
+-- ARGV: uuid, now ms, accept record, reject record, retention ms, stream maxlen,
+--       stream field, accept event, then per sibling (uuid, reject event).
 -- Returns {status, phase[, detail]}.
 local uuid, now = ARGV[1], tonumber(ARGV[2])
 local phase = redis.call('HGET', KEYS[1], 'phase')
@@ -13,18 +16,25 @@ if tonumber(redis.call('HGET', KEYS[1], 'expires')) <= now then return {'expired
 local taken = redis.call('HGET', KEYS[3], 'accepted')
 if taken then return {'taken', phase, taken} end
 
+local retention, maxlen, field = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 redis.call('HSET', KEYS[3], 'accepted', uuid)
 redis.call('HSET', KEYS[1], 'phase', 'ACCEPTED')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[4], 'expire:' .. uuid)
+redis.call('ZADD', KEYS[4], now, 'start:' .. uuid)
 local entry = redis.call('HGET', KEYS[6], uuid)
 if entry then redis.call('HSET', KEYS[6], uuid, 'B' .. string.sub(entry, 2)) end
+announce(KEYS[7], maxlen, field, ARGV[8])
 
-for j = 6, #ARGV do
-  local k = 6 + (j - 6) * 4
+local sibling = 0
+for j = 9, #ARGV, 2 do
+  local k = 7 + sibling * 4
+  sibling = sibling + 1
   if redis.call('HGET', KEYS[k + 1], 'phase') == 'OFFERED' then
     finish_session(KEYS[k + 1], KEYS[k + 2], KEYS[4], KEYS[k + 3], KEYS[k + 4], ARGV[j],
-      'REJECTED', ARGV[4], tonumber(ARGV[5]))
+      'REJECTED', ARGV[4], retention)
+    announce(KEYS[7], maxlen, field, ARGV[j + 1])
   end
 end
 return {'ok', 'ACCEPTED'}

@@ -19,10 +19,16 @@ local function free_entry(usage, entries, uuid)
   redis.call('HDEL', entries, uuid)
 end
 
+-- Tell observers about a transition: append to the lifecycle stream.
+local function announce(stream, maxlen, field, payload)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', field, payload)
+end
+
 -- Move a session to a final phase: record it, drop its timer, free its
 -- capacity and let its keys expire after the retention period.
 local function finish_session(session, history, timers, usage, entries, uuid, target, record, retention)
   redis.call('HSET', session, 'phase', target)
+  redis.call('HINCRBY', session, 'v', 1)
   redis.call('RPUSH', history, record)
   redis.call('ZREM', timers, 'expire:' .. uuid)
   free_entry(usage, entries, uuid)

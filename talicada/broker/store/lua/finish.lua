@@ -1,9 +1,9 @@
--- Move a session to a final phase (REJECTED, EXPIRED, CANCELLED, FAILED,
--- COMPLETED) when its phase is one of the allowed sources; free its capacity.
+-- Move a session to a final phase (REJECTED, EXPIRED) when its phase is one
+-- of the allowed sources; free its capacity and tell observers.
 --
--- KEYS: session, history, timers, usage, entries.
+-- KEYS: session, history, timers, usage, entries, lifecycle stream.
 -- ARGV: uuid, allowed source phases (space separated), target, record,
---       due ms ('' = any time), retention ms.
+--       due ms ('' = any time), retention ms, stream maxlen, stream field, event.
 -- Returns {status, phase[, detail]}.
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return {'missing'} end
@@ -15,4 +15,5 @@ if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires')) > tonumber
 end
 finish_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[3], ARGV[4],
   tonumber(ARGV[6]))
+announce(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
 return {'ok', ARGV[3]}

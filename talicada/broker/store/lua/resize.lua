@@ -34,4 +34,5 @@ for slot = new_last, last - 1 do
 end
 redis.call('HSET', KEYS[3], uuid, table.concat({state, first, new_last, cores, memory}, '|'))
 redis.call('HSET', KEYS[1], 'doc', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 return {'ok', phase}

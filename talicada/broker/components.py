@@ -1,0 +1,100 @@
+"""The components of a session (executable, compute, storage, data) as one list. Pure.
+
+A session stores its components in the shape of the contract; the lifecycle
+engine wants them uniformly: uuid, family, name and phase, and a way to set
+one's phase and add a message to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import msgspec
+
+from talicada.schema.messages import MessageItem
+from talicada.schema.model import ComponentPhase, ExecutionSession, LifecycleComponent, Metadata
+
+#: Executable kinds a person connects to: AVAILABLE means "ready for you".
+INTERACTIVE: Final = frozenset({"jupyter-notebook"})
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One component of a session as the engine sees it."""
+
+    uuid: str
+    family: str  # executable, compute, storage or data
+    name: str
+    phase: ComponentPhase
+
+
+def _view(family: str, part: LifecycleComponent) -> Component:
+    meta = part.meta or Metadata()
+    assert meta.uuid is not None, "offers give every component a uuid"
+    return Component(
+        meta.uuid, family, meta.name or f"{family} {meta.uuid}", part.phase or "INITIALIZING"
+    )
+
+
+def components(session: ExecutionSession) -> list[Component]:
+    """Every component of ``session``: executable, compute, then storage and data."""
+    return [
+        _view("executable", session.executable),
+        _view("compute", session.compute),
+        *(_view("storage", item) for item in session.storage),
+        *(_view("data", item) for item in session.data),
+    ]
+
+
+T = TypeVar("T", bound=LifecycleComponent)
+
+
+def _updated(part: T, uuid: str, phase: ComponentPhase, message: MessageItem | None) -> T:
+    meta = part.meta or Metadata()
+    if meta.uuid != uuid:
+        return part
+    if message is not None:
+        meta = msgspec.structs.replace(meta, messages=[*meta.messages, message])
+    return msgspec.structs.replace(part, phase=phase, meta=meta)
+
+
+def with_phase(
+    session: ExecutionSession,
+    uuid: str,
+    phase: ComponentPhase,
+    message: MessageItem | None = None,
+) -> ExecutionSession:
+    """``session`` with component ``uuid`` in ``phase`` (and ``message`` added)."""
+    return msgspec.structs.replace(
+        session,
+        executable=_updated(session.executable, uuid, phase, message),
+        compute=_updated(session.compute, uuid, phase, message),
+        storage=[_updated(item, uuid, phase, message) for item in session.storage],
+        data=[_updated(item, uuid, phase, message) for item in session.data],
+    )
+
+
+def add_messages(
+    session: ExecutionSession, uuid: str, items: list[MessageItem]
+) -> ExecutionSession:
+    """``session`` with ``items`` added to the messages of component ``uuid``."""
+    for item in items:
+        found = {c.uuid: c for c in components(session)}[uuid]
+        session = with_phase(session, uuid, found.phase, item)
+    return session
+
+
+def mounted(session: ExecutionSession) -> set[str]:
+    """Uuids of the storage and data the executable's volumes mount (it needs them)."""
+    needed: set[str] = set()
+    holders = {item.meta.uuid: item for item in session.storage if item.meta}
+    for volume in session.compute.volumes or []:
+        if isinstance(volume, str):
+            continue
+        for reference in volume.resources or []:
+            needed.add(reference)
+            storage = holders.get(reference)
+            if storage is not None:
+                needed.update(storage.data or [])
+    return needed

@@ -1,0 +1,366 @@
+"""The lifecycle engine: what happens next to an accepted session. Pure code.
+
+Every step takes the session as stored (record and phase) and returns a
+:class:`Change`: the new record, the new phase, the transitions to record, the
+events to publish and the timers to set. The store commits a Change in one
+atomic step (the outbox rule, DESIGN §1), so no event is lost or invented.
+
+Dependencies are events, not polling (DESIGN §5)::
+
+    accept ──▶ start: WAITING until preparation time, or straight on to
+    prepare ─▶ storage.allocate (each storage)   image.cache (the executable)
+    storage AVAILABLE ─▶ data.stage (each data item in it)
+    image AVAILABLE + every mounted data item AVAILABLE ─▶ executable.launch
+    executable COMPLETED, or the booked window ends ─▶ session.release
+    any component FAILED, or the client cancels ─▶ session.release (everything)
+
+The session phase is derived from its components by :func:`derive`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from talicada.broker import lifecycle
+from talicada.broker.components import (
+    INTERACTIVE,
+    Component,
+    components,
+    mounted,
+    with_phase,
+)
+from talicada.broker.records import SessionRecord, Transition
+from talicada.events.envelope import Event
+from talicada.schema import messages as msg
+from talicada.schema.iso8601 import (
+    format_instant,
+    parse_duration,
+    parse_instant,
+    parse_interval,
+)
+from talicada.schema.model import ComponentPhase, SessionPhase, kind_of
+
+#: Stream roles (DESIGN §6): one per kind of worker, plus observers.
+PREPARE_DATA: Final = "prepare-data"
+IMAGE_CACHE: Final = "image-cache"
+LAUNCH: Final = "launch"
+RELEASE: Final = "release"
+LIFECYCLE: Final = "lifecycle"
+
+_ORDER: Final[dict[str, int]] = {
+    phase: index
+    for index, phase in enumerate(
+        ["INITIALIZING", "WAITING", "PREPARING", "AVAILABLE", "RUNNING", "RELEASING", "COMPLETED"]
+    )
+}
+COMPONENT_FINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+class ReportRefused(Exception):
+    """A worker report that cannot apply (unknown component, backwards move)."""
+
+
+@dataclass
+class Change:
+    """Everything one step does, committed atomically by the store."""
+
+    record: SessionRecord
+    phase: SessionPhase
+    history: list[Transition] = field(default_factory=list)
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    add_timers: dict[str, int] = field(default_factory=dict)
+    drop_timers: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        """True when the session ends in this change (its booking is freed)."""
+        return self.phase in lifecycle.FINAL
+
+
+def _ms(instant: datetime) -> int:
+    return int(instant.timestamp() * 1000)
+
+
+def preparing_start(record: SessionRecord) -> datetime:
+    """When preparation is scheduled to start."""
+    schedule = record.session.schedule
+    assert schedule and schedule.preparing and schedule.preparing.start
+    return parse_instant(schedule.preparing.start)
+
+
+def window_end(record: SessionRecord) -> datetime:
+    """When the booked available window ends (release starts)."""
+    schedule = record.session.schedule
+    assert schedule and schedule.available and schedule.available.start
+    assert schedule.available.duration
+    start = parse_interval(schedule.available.start).start
+    return start + parse_duration(schedule.available.duration)
+
+
+def lifecycle_event(session: str, transition: Transition) -> Event:
+    """The observers' event for one session transition."""
+    return Event.new(
+        "session.transition",
+        session,
+        body={
+            "from": transition.source,
+            "to": transition.target,
+            "cause": transition.cause,
+            "time": transition.time,
+        },
+    )
+
+
+class _Builder:
+    """Accumulates one Change; keeps the session phase and history in step."""
+
+    def __init__(self, record: SessionRecord, phase: SessionPhase, now: datetime) -> None:
+        self.change = Change(record=record, phase=phase)
+        self.now = now
+        self.time = format_instant(now)
+
+    def emit(self, role: str, type_: str, component: str | None, body: dict[str, Any]) -> None:
+        event = Event.new(type_, self.change.record.uuid, component=component, body=body)
+        self.change.events.append((role, event))
+
+    def move(self, target: SessionPhase, cause: str) -> None:
+        """Record a session transition (checked against the lifecycle table)."""
+        source = self.change.phase
+        if source == target:
+            return
+        if not lifecycle.allowed(source, target):
+            raise ReportRefused(f"session cannot go from {source} to {target}")
+        self.change.phase = target
+        transition = Transition(time=self.time, source=source, target=target, cause=cause)
+        self.change.history.append(transition)
+        self.change.events.append((LIFECYCLE, lifecycle_event(self.change.record.uuid, transition)))
+
+    def set_component(
+        self, component: Component, phase: ComponentPhase, cause: str, message: str | None = None
+    ) -> None:
+        if component.phase == phase:
+            return
+        item = None
+        if message:
+            item = msg.make(
+                msg.COMPONENT_MESSAGE,
+                "ERROR" if phase == "FAILED" else "INFO",
+                now=self.now,
+                component=component.name,
+                text=message,
+            )
+        self.change.record = msgspec.structs.replace(
+            self.change.record,
+            session=with_phase(self.change.record.session, component.uuid, phase, item),
+        )
+        self.change.history.append(
+            Transition(
+                time=self.time,
+                source=component.phase,
+                target=phase,
+                cause=cause,
+                component=component.uuid,
+            )
+        )
+
+    def components(self) -> list[Component]:
+        return components(self.change.record.session)
+
+
+def start(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:
+    """Right after acceptance: wait for the preparation time, or prepare now."""
+    if phase != "ACCEPTED":
+        return None
+    begin = preparing_start(record)
+    if begin > now:
+        build = _Builder(record, phase, now)
+        build.move("WAITING", "waiting for the scheduled preparation start")
+        build.change.add_timers[f"prepare:{record.uuid}"] = _ms(begin)
+        build.change.drop_timers.append(f"start:{record.uuid}")
+        return build.change
+    return prepare(record, phase, now)
+
+
+def prepare(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:
+    """Start preparing: allocate storage and cache the image, in parallel."""
+    if phase not in ("ACCEPTED", "WAITING"):
+        return None
+    build = _Builder(record, phase, now)
+    build.move("PREPARING", "scheduled preparation start")
+    session = record.session
+    for component in build.components():
+        if component.family == "storage":
+            build.set_component(component, "PREPARING", "allocating storage")
+            build.emit(
+                PREPARE_DATA, "storage.allocate", component.uuid, {"storage": component.uuid}
+            )
+        elif component.family == "executable":
+            build.set_component(component, "PREPARING", "caching the image")
+            build.emit(
+                IMAGE_CACHE,
+                "image.cache",
+                component.uuid,
+                {"executable": msgspec.to_builtins(session.executable)},
+            )
+        else:
+            build.set_component(component, "WAITING", "waiting for its dependencies")
+    build.change.drop_timers += [f"start:{record.uuid}", f"prepare:{record.uuid}"]
+    build.change.add_timers[f"window-end:{record.uuid}"] = _ms(window_end(record))
+    return build.change
+
+
+def cancel(record: SessionRecord, phase: SessionPhase, now: datetime, cause: str) -> Change | None:
+    """The client cancels a live session: CANCELLED now, everything released."""
+    if phase not in lifecycle.LIVE:
+        return None
+    build = _Builder(record, phase, now)
+    build.move("CANCELLED", cause)
+    _release(build, cause)
+    return build.change
+
+
+def end_of_window(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:
+    """The booked window is over: stop the executable and release the session."""
+    if phase not in ("PREPARING", "AVAILABLE", "RUNNING"):
+        return None
+    build = _Builder(record, phase, now)
+    build.move("RELEASING", "the booked window ended")
+    _release(build, "the booked window ended")
+    return build.change
+
+
+def _release(build: _Builder, reason: str) -> None:
+    live = [c.uuid for c in build.components() if c.phase not in COMPONENT_FINAL]
+    session = build.change.record.session
+    build.emit(
+        RELEASE,
+        "session.release",
+        None,
+        {
+            "reason": reason,
+            "phase": build.change.phase,
+            "components": live,
+            "executable": msgspec.to_builtins(session.executable),
+        },
+    )
+    uuid = build.change.record.uuid
+    build.change.drop_timers += [f"window-end:{uuid}", f"prepare:{uuid}", f"start:{uuid}"]
+
+
+def report(
+    record: SessionRecord,
+    phase: SessionPhase,
+    now: datetime,
+    component_id: str,
+    target: ComponentPhase,
+    message: str | None = None,
+) -> Change:
+    """Apply a worker's report that a component reached ``target``, then what follows."""
+    build = _Builder(record, phase, now)
+    found = {c.uuid: c for c in build.components()}.get(component_id)
+    if found is None:
+        raise ReportRefused(f"session {record.uuid} has no component {component_id}")
+    if found.phase in COMPONENT_FINAL:
+        return build.change  # late news about a finished component changes nothing
+    if target not in ("FAILED", "CANCELLED") and _ORDER[target] < _ORDER[found.phase]:
+        raise ReportRefused(
+            f"{found.family} {component_id} cannot go from {found.phase} to {target}"
+        )
+    build.set_component(found, target, "worker report", message)
+    if phase in lifecycle.FINAL:
+        return build.change  # a release report after cancel or failure: record only
+    _follow_up(build, found, target)
+    derived = derive(build.change.phase, build.components(), kind_of(record.session.executable))
+    if derived != build.change.phase:
+        cause = message or f"{found.family} {target.lower()}"
+        build.move(derived, cause)
+        if derived == "RELEASING":
+            _release(build, "the executable finished")
+        elif derived == "FAILED":
+            _release(build, cause)
+    return build.change
+
+
+def _follow_up(build: _Builder, changed: Component, target: ComponentPhase) -> None:
+    """Publish the events that ``changed`` reaching ``target`` makes possible."""
+    session = build.change.record.session
+    everything = build.components()
+    if changed.family == "storage" and target == "AVAILABLE":
+        for data in session.data:
+            if data.storage == changed.uuid and data.meta and data.meta.uuid:
+                component = next(c for c in everything if c.uuid == data.meta.uuid)
+                build.set_component(component, "PREPARING", "staging data")
+                build.emit(
+                    PREPARE_DATA,
+                    "data.stage",
+                    data.meta.uuid,
+                    {"data": msgspec.to_builtins(data), "storage": changed.uuid},
+                )
+    if target == "AVAILABLE" and changed.family in ("executable", "data", "storage"):
+        _maybe_launch(build)
+    if changed.family == "executable" and target in ("AVAILABLE", "RUNNING"):
+        # Compute is what the executable runs on: it follows the executable.
+        compute = next(c for c in everything if c.family == "compute")
+        if compute.phase == "PREPARING":
+            build.set_component(compute, target, "the executable started")
+
+
+def _maybe_launch(build: _Builder) -> None:
+    session = build.change.record.session
+    everything = {c.uuid: c for c in build.components()}
+    executable = next(c for c in everything.values() if c.family == "executable")
+    if executable.phase != "AVAILABLE":
+        return
+    needed = mounted(session)
+    if any(everything[uuid].phase != "AVAILABLE" for uuid in needed if uuid in everything):
+        return
+    compute = next(c for c in everything.values() if c.family == "compute")
+    if compute.phase not in ("INITIALIZING", "WAITING"):
+        return  # already launched
+    build.set_component(compute, "PREPARING", "launching")
+    assert session.compute.cores and session.compute.memory
+    build.emit(
+        LAUNCH,
+        "executable.launch",
+        executable.uuid,
+        {
+            "executable": msgspec.to_builtins(session.executable),
+            "compute": msgspec.to_builtins(session.compute),
+            "storage": msgspec.to_builtins(session.storage),
+            "data": msgspec.to_builtins(session.data),
+            "ends": format_instant(window_end(build.change.record)),
+        },
+    )
+
+
+def derive(current: SessionPhase, parts: list[Component], executable_kind: str) -> SessionPhase:
+    """The session phase its components imply (the documented rule set).
+
+    1. A final session phase never changes.
+    2. Any component FAILED → FAILED.
+    3. Releasing (the executable ended, or the session is RELEASING): COMPLETED
+       once every component is final, else RELEASING.
+    4. The executable RUNNING → RUNNING.
+    5. An interactive executable AVAILABLE → AVAILABLE.
+    6. Any component past WAITING → PREPARING.
+    7. Otherwise the phase stays as it is (ACCEPTED or WAITING).
+    """
+    if current in lifecycle.FINAL:
+        return current
+    phases = {part.uuid: part.phase for part in parts}
+    executable = next(part for part in parts if part.family == "executable")
+    if "FAILED" in phases.values():
+        return "FAILED"
+    if current == "RELEASING" or executable.phase in COMPONENT_FINAL:
+        return "COMPLETED" if all(p in COMPONENT_FINAL for p in phases.values()) else "RELEASING"
+    if executable.phase == "RUNNING":
+        return "RUNNING"
+    if executable.phase == "AVAILABLE" and executable_kind in INTERACTIVE:
+        return "AVAILABLE"
+    if any(_ORDER.get(p, 0) > _ORDER["WAITING"] for p in phases.values()):
+        return "PREPARING"
+    return current

@@ -1,0 +1,40 @@
+-- Commit one lifecycle change: the session's new record and phase, its
+-- history, its timers and the events it causes, all at once (the outbox
+-- rule: no event without its change, no change without its events).
+--
+-- KEYS: session, history, applied deliveries, timers, usage, entries,
+--       then one stream key per event.
+-- ARGV: expected version, phase, record, delivery ('' = none), final ('1'/'0'),
+--       retention ms, stream maxlen, stream field, session uuid, history count, records...,
+--       timers-to-add count, (name, due ms)..., timers-to-drop count, names...,
+--       then one event payload per stream key.
+-- Returns 'ok', 'stale' (version moved on), 'duplicate' (delivery applied) or 'missing'.
+local session, history, applied, timers, usage, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if redis.call('EXISTS', session) == 0 then return 'missing' end
+local delivery = ARGV[4]
+if delivery ~= '' and redis.call('SISMEMBER', applied, delivery) == 1 then return 'duplicate' end
+if tonumber(redis.call('HGET', session, 'v') or '0') ~= tonumber(ARGV[1]) then return 'stale' end
+
+local retention, maxlen, field = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+redis.call('HSET', session, 'phase', ARGV[2], 'doc', ARGV[3])
+redis.call('HINCRBY', session, 'v', 1)
+local i = 10
+local count = tonumber(ARGV[i]); i = i + 1
+for _ = 1, count do redis.call('RPUSH', history, ARGV[i]); i = i + 1 end
+count = tonumber(ARGV[i]); i = i + 1
+for _ = 1, count do redis.call('ZADD', timers, tonumber(ARGV[i + 1]), ARGV[i]); i = i + 2 end
+count = tonumber(ARGV[i]); i = i + 1
+for _ = 1, count do redis.call('ZREM', timers, ARGV[i]); i = i + 1 end
+for k = 7, #KEYS do
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', field, ARGV[i]); i = i + 1
+end
+if delivery ~= '' then
+  redis.call('SADD', applied, delivery)
+  redis.call('PEXPIRE', applied, retention)
+end
+if ARGV[5] == '1' then
+  free_entry(usage, entries, ARGV[9])
+  redis.call('PEXPIRE', session, retention)
+  redis.call('PEXPIRE', history, retention)
+end
+return 'ok'

@@ -1,0 +1,35 @@
+"""What workers tell the broker: one component reached a phase.
+
+Sent as the body of ``POST /callbacks/{session}``. ``delivery`` identifies the
+report: workers derive it from the event and what they report, so a
+redelivered event produces the same ids and the broker applies each once.
+Schema-evolution rules apply (new fields get defaults).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from talicada.schema.model import ComponentPhase, Connector
+
+
+class Report(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A worker's report about one component of a session."""
+
+    delivery: str
+    event: str
+    attempt: int = 1
+    component: str
+    phase: ComponentPhase
+    message: str | None = None
+    #: Bytes done and expected while staging (progress only; phase unchanged).
+    progress: dict[str, int] | None = None
+    #: Checksums the executable computed: path → SHA-256 hex.
+    digests: dict[str, str] | None = None
+    #: Tails of the executable's stdout and stderr.
+    output: dict[str, str] | None = None
+    connectors: list[Connector] | None = None
+
+
+decoder = msgspec.json.Decoder(Report)
+encoder = msgspec.json.Encoder()
