@@ -136,13 +136,13 @@ async def test_due_timers_expire_offers_and_free_their_capacity(store: Store) ->
     clock = FakeClock()
     broker = broker_on(store, clock)
     view = await broker.request(valid(ping(), clock), "alice")
-    assert await broker.expire_due() == 0
+    assert await broker.driver.run_due() == 0
     clock.now += timedelta(minutes=5)
-    assert await broker.expire_due() == len(view.record.offers)
+    assert await broker.driver.run_due() == len(view.record.offers)
     phases = {s.phase for s in await store.sessions(view.record.offers) if s}
     assert phases == {"EXPIRED"}
     assert await store.entries("small") == []
-    assert await broker.expire_due() == 0  # timers are gone, not re-applied
+    assert await broker.driver.run_due() == 0  # timers are gone, not re-applied
 
 
 async def test_a_claimed_timer_is_hidden_for_its_lease(store: Store) -> None:

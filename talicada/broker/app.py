@@ -75,7 +75,7 @@ def create_app(
 
     async def timer_loop(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(app[BROKER].run_timers(stop))
+        task = asyncio.create_task(app[BROKER].driver.run_timers(stop))
         yield
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):

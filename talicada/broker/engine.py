@@ -88,14 +88,18 @@ def _ms(instant: datetime) -> int:
 def preparing_start(record: SessionRecord) -> datetime:
     """When preparation is scheduled to start."""
     schedule = record.session.schedule
-    assert schedule and schedule.preparing and schedule.preparing.start
+    assert schedule
+    assert schedule.preparing
+    assert schedule.preparing.start
     return parse_instant(schedule.preparing.start)
 
 
 def window_end(record: SessionRecord) -> datetime:
     """When the booked available window ends (release starts)."""
     schedule = record.session.schedule
-    assert schedule and schedule.available and schedule.available.start
+    assert schedule
+    assert schedule.available
+    assert schedule.available.start
     assert schedule.available.duration
     start = parse_interval(schedule.available.start).start
     return start + parse_duration(schedule.available.duration)
@@ -322,7 +326,8 @@ def _maybe_launch(build: _Builder) -> None:
     if compute.phase not in ("INITIALIZING", "WAITING"):
         return  # already launched
     build.set_component(compute, "PREPARING", "launching")
-    assert session.compute.cores and session.compute.memory
+    assert session.compute.cores
+    assert session.compute.memory
     build.emit(
         LAUNCH,
         "executable.launch",

@@ -8,16 +8,17 @@ aiohttp or redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import structlog
 
 from talicada import constants
 from talicada.broker import lifecycle, platforms, updates
 from talicada.broker.calendar import Slots
+from talicada.broker.driver import Driver
 from talicada.broker.offers import NewId, build_offer, new_uuid
 from talicada.broker.planner import Demand, Window, plan, search_range
 from talicada.broker.records import (
@@ -89,6 +90,7 @@ class Broker:
         self.new_id = new_id
         self.slots = Slots(settings.slot)
         self.platforms = {platform.name: platform for platform in settings.platforms}
+        self.driver = Driver(store, clock)
 
     # -- offers -----------------------------------------------------------
 
@@ -340,17 +342,24 @@ class Broker:
         record = Transition(
             time=format_instant(now), source=current.phase, target=target, cause=cause
         )
+        if target == "CANCELLED":
+            if await self.driver.cancel(uuid, cause) != "ok":
+                outcome = Outcome("phase", current.phase)
+                raise Conflict([self._refusal(uuid, current, target, outcome)])
+            log.info("session.updated", session=uuid, phase=target, cause=cause)
+            return await self.session(uuid, owner)
         if target == "ACCEPTED":
             outcome = await self.store.accept(uuid, _ms(now), record)
         else:
-            sources = lifecycle.sources(target)
-            if target == "CANCELLED":
-                sources &= lifecycle.LIVE
-            outcome = await self.store.finish(uuid, sources, record)
+            outcome = await self.store.finish(uuid, lifecycle.sources(target), record)
         if not outcome.ok:
             raise Conflict([self._refusal(uuid, current, target, outcome)])
         log.info("session.updated", session=uuid, phase=target, cause=cause)
-        return await self.session(uuid, owner)
+        # What this update did: the lifecycle may move the session on at once
+        # (an accepted session's 'start' timer is already due), but the client
+        # is told the phase its update made.
+        accepted = await self.session(uuid, owner)
+        return msgspec.structs.replace(accepted, phase=outcome.phase or target)
 
     def _refusal(
         self, uuid: str, current: LiveSession, target: SessionPhase, outcome: Outcome
@@ -368,37 +377,3 @@ class Broker:
         return msg.make(
             msg.ILLEGAL_TRANSITION, uuid=uuid, phase=outcome.phase or current.phase, target=target
         )
-
-    # -- timers -----------------------------------------------------------
-
-    async def expire_due(self, limit: int = 100) -> int:
-        """Expire offers whose time has come; returns how many expired."""
-        now = self.clock()
-        lease = int(constants.TIMER_LEASE.total_seconds() * 1000)
-        expired = 0
-        for name in await self.store.claim_due(_ms(now), lease, limit):
-            kind, _, uuid = name.partition(":")
-            if kind != "expire":
-                await self.store.drop_timer(name)
-                continue
-            record = Transition(
-                time=format_instant(now), source="OFFERED", target="EXPIRED", cause="timer"
-            )
-            outcome = await self.store.finish(uuid, {"OFFERED"}, record, due=_ms(now))
-            if outcome.ok:
-                expired += 1
-                log.info("offer.expired", session=uuid)
-            else:
-                await self.store.drop_timer(name)
-        return expired
-
-    async def run_timers(self, stop: asyncio.Event) -> None:
-        """Apply due timers until ``stop`` is set (one task per replica)."""
-        period = constants.TIMER_POLL.total_seconds()
-        while not stop.is_set():
-            try:
-                await self.expire_due()
-            except Exception:  # a store hiccup must not end the timer loop
-                log.exception("timers.failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=period)

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
 from talicada.broker.calendar import Entry, Usage
+from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -19,7 +20,6 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
-from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import Event

@@ -22,6 +22,7 @@ from redis.commands.core import AsyncScript
 
 from talicada import constants
 from talicada.broker.calendar import Entry, Usage
+from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -29,7 +30,6 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
-from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
 from talicada.broker.store.paging import Cursor
 from talicada.events.envelope import encode as encode_event
 from talicada.schema.model import SessionPhase
@@ -259,7 +259,9 @@ class RedisStore:
         return _outcome(await self._run(self._resize, keys, args))
 
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
-        phase, doc, version = await self.client.hmget(self.keys.session(uuid), ["phase", "doc", "v"])
+        phase, doc, version = await self.client.hmget(
+            self.keys.session(uuid), ["phase", "doc", "v"]
+        )
         if phase is None or doc is None:
             return None
         record = _session_decoder.decode(cast(bytes, doc))
