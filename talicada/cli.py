@@ -1,13 +1,19 @@
-"""The ``talicada`` command: ``serve`` runs the broker; ``openapi`` writes the contract."""
+"""The ``talicada`` command: ``serve`` runs the broker, ``worker NAME`` one worker,
+``openapi`` writes the contract."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from talicada import __version__, logs
-from talicada.settings import SettingsError, load
+from talicada.settings import Settings, SettingsError, load
+from talicada.workers.registry import WORKERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
         "--embedded", action="store_true", help="ignore any configured Redis and run in memory"
     )
 
+    worker = commands.add_parser(
+        "worker",
+        help="run one worker service",
+        description=(
+            "Run one worker: consume its Redis stream, act, and report to the broker through "
+            "signed callbacks. Needs TALICADA_REDIS_URL, TALICADA_BROKER_URL and "
+            "TALICADA_CALLBACK_SECRET (the same secret as the broker). SIGTERM finishes the "
+            "events in hand, then exits."
+        ),
+    )
+    worker.add_argument("name", choices=sorted(WORKERS), help="which worker")
+    worker.add_argument("--implementation", help="platform implementation (default: local/none)")
+    worker.add_argument("--config", metavar="FILE", help="TOML settings file (TALICADA_CONFIG)")
+
     openapi = commands.add_parser("openapi", help="write or check the generated OpenAPI files")
     openapi.add_argument("--check", action="store_true", help="fail if the files are stale")
     openapi.add_argument("directory", nargs="?", help="where to write (default: ./schema)")
@@ -46,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``talicada`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "worker":
+        return _worker(args)
     if args.command == "openapi":
         from talicada.schema import openapi
 
@@ -55,7 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import msgspec
-    from aiohttp import web
 
     from talicada.broker.app import create_app
 
@@ -73,8 +94,81 @@ def _serve(args: argparse.Namespace) -> int:
         f"talicada {__version__}: {mode} mode, listening on http://{settings.host}:{settings.port}",
         file=sys.stderr,
     )
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    asyncio.run(_run_server(app, settings))
     return 0
+
+
+async def _run_server(app: web.Application, settings: Settings) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; embedded mode also runs every worker."""
+    from talicada.broker.app import run_embedded_workers
+
+    stop = _stop_on_signals()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    workers = None
+    if settings.embedded:
+        # Embedded workers still report over HTTP, to this very server.
+        wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognising, not binding
+        host = "127.0.0.1" if wildcard else settings.host
+        url = settings.broker_url or f"http://{host}:{settings.port}"
+        workers = asyncio.create_task(run_embedded_workers(app, url, stop))
+    await stop.wait()
+    if workers is not None:
+        await workers
+    await runner.cleanup()
+
+
+def _worker(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args.config)
+        if settings.redis_url is None:
+            raise SettingsError("redis_url: a worker needs TALICADA_REDIS_URL")
+        if not settings.broker_url:
+            raise SettingsError("broker_url: a worker needs TALICADA_BROKER_URL")
+        if not settings.callback_secret:
+            raise SettingsError("callback_secret: a worker needs TALICADA_CALLBACK_SECRET")
+        logs.configure(settings.log_format)
+    except SettingsError as error:
+        print(f"talicada: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_run_worker(args.name, args.implementation, settings))
+    return 0
+
+
+async def _run_worker(name: str, implementation: str | None, settings: Settings) -> None:
+    import redis.asyncio as aioredis
+
+    from talicada.events.redis_bus import RedisBus
+    from talicada.workers.registry import run_named
+
+    assert settings.redis_url
+    assert settings.broker_url
+    assert settings.callback_secret
+    stop = _stop_on_signals()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        await run_named(
+            name,
+            bus=RedisBus(client, prefix=settings.key_prefix),
+            settings=settings,
+            broker_url=settings.broker_url,
+            secret=settings.callback_secret.encode(),
+            stop=stop,
+            implementation=implementation,
+        )
+    finally:
+        await client.aclose()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: graceful shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    return stop
 
 
 if __name__ == "__main__":

@@ -98,6 +98,19 @@ class PlatformSettings(_Frozen, frozen=True):
         return min(self.max_memory or self.memory, self.memory)
 
 
+#: The platform of embedded mode: this machine, test tasks only, quick to prepare.
+LOCAL = PlatformSettings(
+    name="local",
+    preparation=Preparation(
+        image={},
+        data={"simple-data-resource": 2.0},
+        storage=1.0,
+        launch=1.0,
+        release=1.0,
+    ),
+)
+
+
 class Settings(_Frozen, frozen=True):
     """Everything the broker reads at startup. Secrets are masked in ``repr``.
 
@@ -126,9 +139,21 @@ class Settings(_Frozen, frozen=True):
     slot: Annotated[int, Meta(ge=1, le=3600)] = int(constants.CALENDAR_SLOT.total_seconds())
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 1 << 20
     log_format: Literal["auto", "json", "console"] = "auto"
-    platforms: list[PlatformSettings] = msgspec.field(
-        default_factory=lambda: [PlatformSettings(name="local")]
-    )
+    #: Shared secret that signs worker callbacks; generated per process when
+    #: embedded, required when workers run as separate processes.
+    callback_secret: str | None = None
+    #: Where workers send their callbacks (``talicada worker``); embedded
+    #: workers use the broker's own address.
+    broker_url: str | None = None
+    #: MQTT broker for session notifications (``mqtt://host:port``); None = off.
+    mqtt_url: str | None = None
+    #: Where the local platform keeps session files (staged data, output).
+    work_dir: str = "var/work"
+    #: Directories ``file://`` data may be copied from (none: file:// refused).
+    file_roots: list[str] = msgspec.field(default_factory=list)
+    #: Events one worker process handles at once.
+    worker_concurrency: Annotated[int, Meta(ge=1, le=256)] = 8
+    platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
 
     @property
     def embedded(self) -> bool:
@@ -137,7 +162,11 @@ class Settings(_Frozen, frozen=True):
 
     def __repr__(self) -> str:
         redis = "****" if self.redis_url and "@" in self.redis_url else self.redis_url
-        return f"Settings(host={self.host!r}, port={self.port}, redis_url={redis!r}, …)"
+        secret = "****" if self.callback_secret else None
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, redis_url={redis!r}, "
+            f"callback_secret={secret!r}, …)"
+        )
 
 
 # Environment variables and the setting each one sets.
@@ -151,6 +180,11 @@ _ENVIRONMENT = {
     "TALICADA_MAX_OFFERS": "max_offers",
     "TALICADA_OFFER_TTL": "offer_ttl",
     "TALICADA_LOG_FORMAT": "log_format",
+    "TALICADA_CALLBACK_SECRET": "callback_secret",
+    "TALICADA_BROKER_URL": "broker_url",
+    "TALICADA_MQTT_URL": "mqtt_url",
+    "TALICADA_WORK_DIR": "work_dir",
+    "TALICADA_WORKER_CONCURRENCY": "worker_concurrency",
 }
 
 

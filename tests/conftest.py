@@ -22,6 +22,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -112,6 +113,9 @@ def mqtt_url() -> str:
 
 
 # --------------------------------------------------------------------------- broker
+
+#: The requests real clients send (shared/examples beside the repository).
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
 #: A platform that runs containers and notebooks and reaches SRCNet data, like Skaha.
 SKAHA = PlatformSettings(

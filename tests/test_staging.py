@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -204,12 +205,44 @@ async def test_stalled_body_times_out(server: TestServer, tmp_path: Path) -> Non
     assert left_in(tmp_path) == []
 
 
+async def test_cancelling_removes_the_partial(server: TestServer, tmp_path: Path) -> None:
+    limits = StagingLimits(timeout_s=5)
+    task = asyncio.create_task(
+        stage(
+            url(server, "/stall/cube.fits"),
+            tmp_path,
+            name="x",
+            expected_size=None,
+            expected_checksum=None,
+            limits=limits,
+        )
+    )
+    for _ in range(200):
+        if any(name.endswith(".partial") for name in left_in(tmp_path)):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("no partial file appeared")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert left_in(tmp_path) == []
+
+
+async def test_given_session_is_used_and_left_open(server: TestServer, tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        staged = await fetch(url(server, "/data/small.txt"), tmp_path, session=session)
+        assert staged.size == len(SMALL)
+        assert not session.closed
+
+
 async def test_redirects_are_followed_and_checked(server: TestServer, tmp_path: Path) -> None:
     target = url(server, "/data/small.txt")
     staged = await fetch(url(server, f"/redirect?to={target}"), tmp_path)
     assert staged.path.read_bytes() == SMALL
 
     only_loopback = StagingLimits(timeout_s=0.5, allowed_hosts=frozenset({"127.0.0.1"}))
+    assert (await fetch(target, tmp_path, limits=only_loopback)).size == len(SMALL)
     elsewhere = target.replace("127.0.0.1", "localhost")
     with pytest.raises(StagingError, match=r"'localhost'.*not allowed"):
         await fetch(url(server, f"/redirect?to={elsewhere}"), tmp_path, limits=only_loopback)
@@ -232,7 +265,7 @@ async def test_scheme_not_allowed(tmp_path: Path) -> None:
 
 
 async def test_host_not_allowed(tmp_path: Path) -> None:
-    limits = StagingLimits(allowed_hosts=frozenset({"data.example.org"}))
+    limits = StagingLimits(allowed_hosts=frozenset({"Data.Example.org"}))
     with pytest.raises(StagingError, match=r"'evil.example.com'.*\(data.example.org\)"):
         await fetch("https://evil.example.com/x.fits", tmp_path, limits=limits)
 

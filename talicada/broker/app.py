@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
+from talicada.broker import callbacks, watch
 from talicada.broker.auth import Tokens
 from talicada.broker.http import auth_middleware, errors_middleware
-from talicada.broker.keys import BROKER, OPENAPI, SETTINGS, STARTED, OpenApiDocument
+from talicada.broker.keys import (
+    BROKER,
+    CALLBACK_SECRET,
+    NOTIFIER,
+    OPENAPI,
+    SETTINGS,
+    STARTED,
+    OpenApiDocument,
+)
+from talicada.broker.mqtt import MqttPublisher
+from talicada.broker.notify import Notifier
 from talicada.broker.routes import routes
 from talicada.broker.service import Broker, Clock, utc_now
 from talicada.broker.store import Store
@@ -31,7 +43,7 @@ async def open_store(settings: Settings) -> Store:
     if settings.redis_url is None:
         from talicada.broker.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore()  # with its own in-memory bus
     from talicada.broker.store.redis import RedisStore
 
     return await RedisStore.connect(settings.redis_url, prefix=settings.key_prefix)
@@ -61,30 +73,63 @@ def create_app(
     app[SETTINGS] = settings
     app[STARTED] = time.time()
     app[OPENAPI] = _openapi()
+    app[CALLBACK_SECRET] = callback_secret(settings)
     app.add_routes(routes)
+    app.add_routes(watch.routes)
+    app.add_routes(callbacks.routes)
 
     async def state(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
         opened = store or await open_store(settings)
         app[BROKER] = Broker(settings, opened, clock=clock)
+        app[NOTIFIER] = Notifier(opened.bus)
         if tokens is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")
         yield
         if owned:
             await opened.close()
 
-    async def timer_loop(app: web.Application) -> AsyncIterator[None]:
+    async def background(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(app[BROKER].driver.run_timers(stop))
+        tasks = [asyncio.create_task(app[NOTIFIER].run(stop))]
+        if timers:
+            tasks.append(asyncio.create_task(app[BROKER].driver.run_timers(stop)))
+        if settings.mqtt_url:
+            publisher = MqttPublisher(settings.mqtt_url, app[BROKER].store.bus)
+            tasks.append(asyncio.create_task(publisher.run(stop)))
         yield
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=5)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=5)
 
     app.cleanup_ctx.append(state)
-    if timers:
-        app.cleanup_ctx.append(timer_loop)
+    app.cleanup_ctx.append(background)
     return app
+
+
+def callback_secret(settings: Settings) -> bytes:
+    """The secret that signs worker callbacks (random per process when embedded)."""
+    if settings.callback_secret:
+        return settings.callback_secret.encode()
+    if not settings.embedded:
+        raise SettingsError(
+            "callback_secret: required when redis_url is set (workers must sign callbacks)"
+        )
+    return secrets.token_bytes(32)
+
+
+async def run_embedded_workers(app: web.Application, broker_url: str, stop: asyncio.Event) -> None:
+    """Run every worker in this process against ``app``'s bus, calling back to ``broker_url``."""
+    from talicada.workers.registry import run_all
+
+    await run_all(
+        bus=app[BROKER].store.bus,
+        settings=app[SETTINGS],
+        broker_url=broker_url,
+        secret=app[CALLBACK_SECRET],
+        stop=stop,
+    )
 
 
 def _openapi() -> OpenApiDocument:

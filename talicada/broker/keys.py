@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from talicada.broker.notify import Notifier
 from talicada.broker.service import Broker
 from talicada.settings import Settings
 
@@ -21,5 +22,9 @@ class OpenApiDocument:
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
+#: The secret that signs worker callbacks.
+CALLBACK_SECRET = web.AppKey("callback_secret", bytes)
+#: Wakes long polls and SSE streams when a session changes.
+NOTIFIER = web.AppKey("notifier", Notifier)
 #: ``time.time()`` when the app started (VOSI availability ``upSince``).
 STARTED = web.AppKey("started", float)

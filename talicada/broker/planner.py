@@ -9,6 +9,7 @@ window and release), offering as much as is free up to the maximum.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -65,19 +66,15 @@ def plan(
     """
     view = Usage(usage.first, list(usage.cores), list(usage.memory))
     windows: list[Window] = []
-    # Available windows start on slot boundaries so bookings are slot-exact.
-    start = slots.ceil(demand.earliest)
-    stop = slots.floor(demand.latest)
-    prep_slots = _slots_for(demand.preparation, slots)
-    while len(windows) < limit and start <= stop:
-        span = booking_end(0, demand.duration, demand.release, slots)
-        found = _first_fit(demand, view, capacity, start, stop, prep_slots, span)
+    start = demand.earliest
+    while len(windows) < limit and start <= demand.latest:
+        found = _first_fit(demand, view, capacity, _candidates(start, demand.latest, slots), slots)
         if found is None:
             break
-        slot, cores, memory = found
-        entry = Entry(platform, slot - prep_slots, slot + span, cores, memory)
+        available, cores, memory = found
+        first, last = booking(available, demand.preparation, demand.duration, demand.release, slots)
+        entry = Entry(platform, first, last, cores, memory)
         view.add(entry)
-        available = slots.start(slot)
         windows.append(
             Window(
                 preparing=available - demand.preparation,
@@ -87,45 +84,60 @@ def plan(
                 entry=entry,
             )
         )
-        start = slot + max(1, _slots_for(demand.duration, slots))
+        start = available + max(demand.duration, slots.length)
     return windows
 
 
-def booking_end(available: int, duration: timedelta, release: timedelta, slots: Slots) -> int:
-    """The slot after the last one a booking whose window starts at slot ``available`` uses."""
-    return available + _slots_for(duration, slots) + _slots_for(release, slots)
+def booking(
+    available: datetime,
+    preparation: timedelta,
+    duration: timedelta,
+    release: timedelta,
+    slots: Slots,
+) -> tuple[int, int]:
+    """The slots [first, last) a window starting at ``available`` books, rounded outwards."""
+    return slots.floor(available - preparation), slots.ceil(available + duration + release)
 
 
-def _slots_for(length: timedelta, slots: Slots) -> int:
-    whole, rest = divmod(length.total_seconds(), slots.seconds)
-    return int(whole) + (1 if rest > 0 else 0)
+def _candidates(start: datetime, latest: datetime, slots: Slots) -> Iterator[datetime]:
+    """Start times to try: ``start`` itself (the earliest possible), then each slot boundary.
+
+    Trying ``start`` unrounded lets the first offer begin as soon as preparation
+    allows rather than at the next boundary; later ones align to slots.
+    """
+    yield start
+    slot = slots.floor(start) + 1
+    while (boundary := slots.start(slot)) <= latest:
+        yield boundary
+        slot += 1
 
 
 def _first_fit(
     demand: Demand,
     usage: Usage,
     capacity: tuple[int, int],
-    start: int,
-    stop: int,
-    prep_slots: int,
-    span: int,
-) -> tuple[int, int, int] | None:
-    """The earliest start slot in [start, stop] whose booking fits, and the size that fits.
+    candidates: Iterator[datetime],
+    slots: Slots,
+) -> tuple[datetime, int, int] | None:
+    """The earliest candidate whose booking fits, and the size that fits there.
 
     A sliding-window maximum (monotonic deques) makes this one pass over the
-    slots, so a busy calendar costs the same per slot as an empty one.
+    slots: both ends of the booking only move forwards from one candidate to
+    the next, so a busy calendar costs the same per slot as an empty one.
     """
     need_cores, need_memory = demand.cores[0], demand.memory[0]
     cores_window: deque[tuple[int, int]] = deque()
     memory_window: deque[tuple[int, int]] = deque()
-    next_slot = start - prep_slots  # next slot to push into the window
+    next_slot: int | None = None  # next slot to push into the window
 
     def used(series: list[int], slot: int) -> int:
         index = slot - usage.first
         return series[index] if 0 <= index < len(series) else 0
 
-    for candidate in range(start, stop + 1):
-        low, high = candidate - prep_slots, candidate + span  # booking covers [low, high)
+    for candidate in candidates:
+        low, high = booking(candidate, demand.preparation, demand.duration, demand.release, slots)
+        if next_slot is None:
+            next_slot = low
         while next_slot < high:
             for window, series in ((cores_window, usage.cores), (memory_window, usage.memory)):
                 value = used(series, next_slot)

@@ -12,6 +12,7 @@ from talicada.broker.http import base_url, path_uuid, principal, read_body, resp
 from talicada.broker.keys import BROKER, OPENAPI, SETTINGS, STARTED
 from talicada.broker.records import LiveSession
 from talicada.broker.render import offerset_doc, session_doc
+from talicada.broker.watch import long_poll
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
@@ -79,8 +80,10 @@ async def direct(request: web.Request) -> web.Response:
 
 @routes.get("/sessions/{uuid}")
 async def get_session(request: web.Request) -> web.Response:
-    """One session (or offer) with its live phase."""
-    live = await request.app[BROKER].session(path_uuid(request), principal(request))
+    """One session (or offer); ``?wait=S&phase=P`` waits while the phase is P."""
+    uuid = path_uuid(request)
+    live = await request.app[BROKER].session(uuid, principal(request))
+    live = await long_poll(request, uuid, live)
     return respond(request, session_doc(live, _base(request)), root="execution")
 
 

@@ -15,7 +15,7 @@ import msgspec
 
 from talicada.broker import lifecycle
 from talicada.broker.calendar import Slots
-from talicada.broker.planner import booking_end
+from talicada.broker.planner import booking
 from talicada.broker.records import SessionRecord
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
@@ -150,7 +150,7 @@ def resized(
         reason = f"the window would have ended at {iso8601.format_instant(end)}"
         raise Conflict([msg.make(msg.INVALID_FIELD, path="value", reason=reason)])
     release = iso8601.parse_duration(schedule.releasing.duration)
-    last = booking_end(slots.floor(available), duration, release, slots)
+    _, last = booking(available, timedelta(0), duration, release, slots)
     new_schedule = msgspec.structs.replace(
         schedule,
         available=msgspec.structs.replace(

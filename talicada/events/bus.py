@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from talicada import constants
-from talicada.events.envelope import Event
+import msgspec
 
-__all__ = ["Bus", "DeadLetter", "Delivery", "backoff"]
+from talicada import constants
+from talicada.events.envelope import Event, decode
+
+__all__ = ["Bus", "DeadLetter", "Delivery", "backoff", "decode_or_reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,18 @@ class Bus(Protocol):
         """
         ...
 
+    async def tail(
+        self, stream: str, after: str = "$", *, count: int = 100, block_ms: int = 0
+    ) -> tuple[str, list[Event]]:
+        """Events after id ``after`` (``$``: after the newest now), without a group.
+
+        For observers that must not take messages from workers (notifications,
+        ``talicada events tail``). Returns the id to pass next time and the
+        events, waiting up to ``block_ms`` when there are none; entries that are
+        not valid events are skipped.
+        """
+        ...
+
     async def ack(self, delivery: Delivery, group: str) -> None:
         """The acknowledgement point: call only once the effect is recorded."""
         ...
@@ -147,3 +161,14 @@ def backoff(
     if base.total_seconds() * 2.0 ** min(exponent, 1000) >= cap.total_seconds():
         return cap
     return base * (1 << exponent)
+
+
+def decode_or_reason(payload: bytes) -> Event | str:
+    """The event in ``payload``, or why it is not one (the dead-letter reason).
+
+    Shared by the bus implementations so both give the same reason.
+    """
+    try:
+        return decode(payload)
+    except msgspec.DecodeError as exc:
+        return f"undecodable event: {exc}"

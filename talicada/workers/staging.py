@@ -63,6 +63,10 @@ class StagingLimits:
             raise ValueError("max_bytes must be >= 0, chunk and progress_every > 0")
         if not self.timeout_s > 0:
             raise ValueError("timeout_s must be > 0")
+        if self.allowed_hosts is not None:
+            # Host names compare case-insensitively; URLs are lower-cased before the check.
+            hosts = frozenset(host.lower() for host in self.allowed_hosts)
+            object.__setattr__(self, "allowed_hosts", hosts)
 
 
 @dataclass(frozen=True)
@@ -298,10 +302,9 @@ async def _download(
                         raise StagingError(f"Redirect to {_display(url)} is not allowed.")
                     continue
                 if not 200 <= response.status < 300:
+                    status = f"{response.status} {response.reason or ''}".rstrip()
                     raise StagingError(
-                        f"Download of {_display(url)} failed: the server answered "
-                        f"{response.status} {response.reason or ''}".rstrip()
-                        + "."
+                        f"Download of {_display(url)} failed: the server answered {status}."
                     )
                 total = response.content_length
                 if total is not None:
@@ -311,7 +314,9 @@ async def _download(
                     lambda: response.content.read(limits.chunk), sink, total, limits, progress
                 )
                 return
-        raise StagingError(f"Download of {_display(url)} redirected more than 10 times.")
+        raise StagingError(
+            f"Download of {_display(url)} redirected more than {_MAX_REDIRECTS} times."
+        )
     except TimeoutError as exc:
         raise StagingError(
             f"Download of {_display(url)} stalled for more than {limits.timeout_s} s."

@@ -24,6 +24,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
+from talicada.events.bus import Bus
 from talicada.schema.model import SessionPhase
 
 
@@ -36,6 +37,9 @@ class Page(Protocol):
 
 class Store(Protocol):
     """What the broker needs from its state store."""
+
+    #: The event bus the store's changes publish to (the outbox's other end).
+    bus: Bus
 
     async def usage(self, platform: str, first: int, last: int) -> Usage:
         """Cores and memory in use on ``platform`` per slot over [first, last)."""

@@ -23,6 +23,7 @@ from talicada.broker.records import (
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import Event
+from talicada.events.memory_bus import MemoryBus
 from talicada.schema.model import SessionPhase
 
 
@@ -67,7 +68,7 @@ class MemoryStore:
     """
 
     def __init__(self, bus: Bus | None = None) -> None:
-        self._bus = bus
+        self.bus: Bus = bus or MemoryBus()
         self._outbox: list[tuple[str, Event]] = []
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._applied: defaultdict[str, set[str]] = defaultdict(set)
@@ -187,9 +188,8 @@ class MemoryStore:
     async def _flush(self) -> None:
         """Hand the events of the change just made to the bus."""
         outbox, self._outbox = self._outbox, []
-        if self._bus is not None:
-            for role, event in outbox:
-                await self._bus.publish(role, event)
+        for role, event in outbox:
+            await self.bus.publish(role, event)
 
     def _release(self, uuid: str, record: Transition) -> None:
         self._set(uuid, record)

@@ -31,7 +31,9 @@ from talicada.broker.records import (
     Transition,
 )
 from talicada.broker.store.paging import Cursor
+from talicada.events.bus import Bus
 from talicada.events.envelope import encode as encode_event
+from talicada.events.redis_bus import RedisBus
 from talicada.schema.model import SessionPhase
 
 _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
@@ -71,6 +73,7 @@ class RedisStore:
         self.client = client
         self.keys = constants.Keys(prefix)
         self.maxlen = maxlen
+        self.bus: Bus = RedisBus(client, prefix=prefix, maxlen=maxlen)
         self._commit = client.register_script(_script("commit"))
         self._hold = client.register_script(_script("hold"))
         self._accept = client.register_script(_script("accept"))

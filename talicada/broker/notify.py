@@ -1,0 +1,63 @@
+"""Waking local watchers when a session changes, whichever replica changed it.
+
+Every transition is on the lifecycle stream (the outbox puts it there). Each
+replica tails that stream once and wakes its own long polls and SSE streams
+for the session named; they then re-read the session from the store, which
+stays the only source of truth. A missed wake-up therefore costs latency,
+never correctness (watchers also re-read on a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import structlog
+
+from talicada.broker.engine import LIFECYCLE
+from talicada.events.bus import Bus
+
+log = structlog.get_logger("talicada.notify")
+
+
+class Notifier:
+    """Per-replica fan-out of lifecycle events to local waiters."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, session: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever ``session`` changes while the block runs."""
+        changed = asyncio.Event()
+        self._waiters[session].add(changed)
+        try:
+            yield changed
+        finally:
+            waiters = self._waiters.get(session)
+            if waiters is not None:
+                waiters.discard(changed)
+                if not waiters:
+                    del self._waiters[session]
+
+    def wake(self, session: str) -> None:
+        """Wake everyone watching ``session``."""
+        for changed in self._waiters.get(session, ()):
+            changed.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tail the lifecycle stream until ``stop`` is set."""
+        last = "$"
+        while not stop.is_set():
+            try:
+                last, events = await self.bus.tail(LIFECYCLE, last, block_ms=500)
+                for event in events:
+                    self.wake(event.session)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bus hiccup must not end notifications
+                log.exception("notify.failed")
+                await asyncio.sleep(0.5)

@@ -1,0 +1,143 @@
+"""Watching a session: long poll, Server-Sent Events, and the session's log.
+
+``GET /sessions/{uuid}?wait=S&phase=P`` answers when the phase is no longer
+P or after S seconds (UWS style). ``GET /sessions/{uuid}/events`` streams
+every recorded transition, past and future, in order, and ends after the
+final one. ``GET /sessions/{uuid}/log`` is the whole record: transitions,
+component messages and the executable's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+from aiohttp import web
+
+from talicada import constants
+from talicada.broker import lifecycle
+from talicada.broker.http import base_url, path_uuid, principal, respond
+from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
+from talicada.broker.records import LiveSession
+from talicada.broker.render import session_doc
+from talicada.schema import messages as msg
+from talicada.schema.messages import RequestInvalid
+
+routes = web.RouteTableDef()
+
+#: Seconds between SSE comments that keep idle connections open through proxies.
+KEEPALIVE = 15.0
+
+
+def _wait_param(request: web.Request) -> float | None:
+    text = request.query.get("wait")
+    if text is None:
+        return None
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    longest = constants.MAX_LONG_POLL.total_seconds()
+    if not 0 <= wait <= longest:
+        raise RequestInvalid(
+            [msg.make(msg.INVALID_FIELD, path="wait", reason=f"seconds from 0 to {longest:g}")]
+        )
+    return wait
+
+
+async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveSession:
+    """The session once its phase differs from ``?phase=`` (default: its phase now)."""
+    wait = _wait_param(request)
+    if not wait:
+        return live
+    phase = request.query.get("phase", live.phase)
+    broker = request.app[BROKER]
+    deadline = time.monotonic() + wait
+    async with request.app[NOTIFIER].watch(uuid) as changed:
+        while live.phase == phase and live.phase not in lifecycle.FINAL:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            changed.clear()
+            # Re-read after subscribing so a change in between is not missed;
+            # the bounded wait also covers a lost wake-up.
+            live = await broker.session(uuid, principal(request))
+            if live.phase != phase:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+            live = await broker.session(uuid, principal(request))
+    return live
+
+
+@routes.get("/sessions/{uuid}/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Every transition of the session as Server-Sent Events, in order."""
+    uuid = path_uuid(request)
+    broker = request.app[BROKER]
+    await broker.session(uuid, principal(request))  # 404 before the stream starts
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    sent = 0
+    async with request.app[NOTIFIER].watch(uuid) as changed:
+        while True:
+            changed.clear()
+            history = await broker.store.history(uuid)
+            for index, item in enumerate(history[sent:], start=sent):
+                name = "component" if item.component else "transition"
+                data = json.dumps(
+                    {
+                        "from": item.source,
+                        "to": item.target,
+                        "cause": item.cause,
+                        "time": item.time,
+                        **({"component": item.component} if item.component else {}),
+                    }
+                )
+                await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
+            sent = len(history)
+            live = await broker.session(uuid, principal(request))
+            if live.phase in lifecycle.FINAL and sent == len(await broker.store.history(uuid)):
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+    await response.write_eof()
+    return response
+
+
+@routes.get("/sessions/{uuid}/log")
+async def session_log(request: web.Request) -> web.Response:
+    """The session's record: transitions, messages and the executable's output."""
+    uuid = path_uuid(request)
+    broker = request.app[BROKER]
+    live = await broker.session(uuid, principal(request))
+    history = await broker.store.history(uuid)
+    session = session_doc(live, base_url(request, request.app[SETTINGS].base_url))
+    return respond(
+        request,
+        {
+            "session": session,
+            "history": [
+                {
+                    "time": item.time,
+                    "from": item.source,
+                    "to": item.target,
+                    "cause": item.cause,
+                    **({"component": item.component} if item.component else {}),
+                }
+                for item in history
+            ],
+            "output": live.record.output,
+        },
+        root="log",
+    )

@@ -1,0 +1,206 @@
+"""The consume loop every worker runs: claim, run, record, ack.
+
+Each step is a small method so the loop stays readable and each policy sits in
+one place:
+
+* **claim** — :meth:`Consumer._claim` receives as many deliveries as there are
+  free handler slots (reclaimed and retried ones first; see the Bus protocol);
+* **run** — :meth:`Consumer._run` calls the handler, unless the message has
+  already been delivered more than ``max_deliveries`` times (its consumers kept
+  dying), in which case it is given up on without running;
+* **record** — the handler's job: returning normally means its effect is
+  recorded (callback made, state written). Raising means it is not;
+* **ack** — :meth:`Consumer._ack` on success (the one acknowledgement point);
+  on failure :meth:`Consumer._retry` later with exponential backoff or, at
+  ``max_deliveries``, :meth:`Consumer._give_up`: dead-letter the message and
+  tell ``on_dead_letter`` (the worker runtime reports the component FAILED).
+  A poison message therefore costs at most ``max_deliveries`` runs and never
+  blocks the messages behind it.
+
+Handlers must be idempotent: delivery is at-least-once, and a handler that
+finished but whose ack was lost (crash, connection drop) runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from talicada import constants
+from talicada.events.bus import Bus, Delivery, backoff
+
+__all__ = ["Consumer", "ConsumerStats", "Handler", "OnDeadLetter"]
+
+Handler = Callable[[Delivery], Awaitable[None]]
+OnDeadLetter = Callable[[Delivery, str], Awaitable[None]]
+
+_Logger = structlog.typing.FilteringBoundLogger
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counters for health checks and metrics, since the consumer started."""
+
+    processed: int = 0  #: handlers that finished and were acked
+    retried: int = 0  #: failed runs scheduled for another delivery
+    dead_lettered: int = 0  #: messages given up on
+    in_flight: int = 0  #: handlers running now
+
+
+class Consumer:
+    """Consumes one stream as one member of a consumer group.
+
+    Args:
+        bus: Where the stream lives.
+        stream: Role name of the stream (``launch``).
+        group: Consumer group; every group gets every message once.
+        consumer_name: This consumer, unique within the group and stable
+            across restarts of the same process slot where possible.
+        handler: Does the work; returning means the effect is recorded.
+        concurrency: Most handlers running at once.
+        max_deliveries: Runs before a failing message is dead-lettered.
+        on_dead_letter: Told ``(delivery, reason)`` after a message is
+            dead-lettered; its own failures are logged, not retried.
+        block_ms: Longest wait for new messages per receive; also bounds how
+            long a stop waits for the receive in progress.
+        retry_base: First retry delay (doubling per delivery).
+        retry_max: Longest retry delay.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        group: str,
+        consumer_name: str,
+        handler: Handler,
+        *,
+        concurrency: int = 4,
+        max_deliveries: int = constants.MAX_DELIVERIES,
+        on_dead_letter: OnDeadLetter | None = None,
+        block_ms: int = int(constants.STREAM_BLOCK.total_seconds() * 1000),
+        retry_base: timedelta = constants.RETRY_BASE,
+        retry_max: timedelta = constants.RETRY_MAX,
+    ) -> None:
+        if concurrency < 1 or max_deliveries < 1:
+            raise ValueError("concurrency and max_deliveries must be at least 1")
+        self.bus = bus
+        self.stream = stream
+        self.group = group
+        self.consumer_name = consumer_name
+        self.handler = handler
+        self.concurrency = concurrency
+        self.max_deliveries = max_deliveries
+        self.on_dead_letter = on_dead_letter
+        self.block_ms = block_ms
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.stats = ConsumerStats()
+        # Resolved per consumer, not per module: a logger cached at import would
+        # ignore configuration made later (and structlog.testing.capture_logs).
+        self._log: _Logger = structlog.get_logger("talicada.events").bind(
+            stream=stream, group=group, consumer=consumer_name
+        )
+
+    async def run(self, stop: asyncio.Event, *, grace: timedelta | None = None) -> None:
+        """Consume until ``stop`` is set, then wait for the handlers in flight.
+
+        Waits at most ``grace`` for them (None: as long as they take); handlers
+        still running then, or when this coroutine is cancelled, are cancelled
+        and their messages stay pending, to be reclaimed by another consumer
+        after the reclaim idle time. Nothing is acked that did not finish.
+        """
+        await self.bus.ensure_group(self.stream, self.group)
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                async with slots:  # wait for a free slot before claiming more
+                    pass
+                if stop.is_set():
+                    break
+                for delivery in await self._claim(self.concurrency - self.stats.in_flight, stop):
+                    await slots.acquire()  # never waits: claimed no more than were free
+                    self.stats.in_flight += 1
+                    task = asyncio.create_task(self._run(delivery, slots))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            if tasks:
+                timeout = grace.total_seconds() if grace is not None else None
+                await asyncio.wait(tasks, timeout=timeout)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim(self, free: int, stop: asyncio.Event) -> list[Delivery]:
+        try:
+            return await self.bus.receive(
+                self.stream, self.group, self.consumer_name, count=free, block_ms=self.block_ms
+            )
+        except Exception:
+            # A bus outage must not end the worker: log, pause, try again.
+            self._log.exception("event.receive_failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.retry_base.total_seconds())
+            return []
+
+    async def _run(self, delivery: Delivery, slot: asyncio.Semaphore) -> None:
+        log = self._log.bind(
+            session=delivery.event.session,
+            event_id=delivery.event.id,
+            event_type=delivery.event.type,
+            message_id=delivery.message_id,
+            deliveries=delivery.deliveries,
+        )
+        try:
+            if delivery.deliveries > self.max_deliveries:
+                reason = f"delivered {delivery.deliveries} times without completing"
+                await self._give_up(delivery, log, reason)
+                return
+            log.info("event.received")
+            try:
+                await self.handler(delivery)
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                if delivery.deliveries < self.max_deliveries:
+                    await self._retry(delivery, log, reason, exc)
+                else:
+                    await self._give_up(delivery, log, reason)
+            else:
+                await self._ack(delivery, log)
+        except Exception:
+            # The bus failed while settling: the message stays pending and is
+            # reclaimed later, which is the at-least-once promise.
+            log.exception("event.settle_failed")
+        finally:
+            self.stats.in_flight -= 1
+            slot.release()
+
+    async def _ack(self, delivery: Delivery, log: _Logger) -> None:
+        """The named acknowledgement point: the handler returned, its effect is recorded."""
+        await self.bus.ack(delivery, self.group)
+        self.stats.processed += 1
+        log.info("event.acked")
+
+    async def _retry(self, delivery: Delivery, log: _Logger, reason: str, exc: Exception) -> None:
+        delay = backoff(delivery.deliveries, self.retry_base, self.retry_max)
+        await self.bus.retry_later(delivery, self.group, int(delay.total_seconds() * 1000))
+        self.stats.retried += 1
+        log.warning("event.retry", reason=reason, delay=delay.total_seconds(), exc_info=exc)
+
+    async def _give_up(self, delivery: Delivery, log: _Logger, reason: str) -> None:
+        await self.bus.dead_letter(delivery, self.group, reason)
+        self.stats.dead_lettered += 1
+        log.error("event.dead_lettered", reason=reason)
+        if self.on_dead_letter is not None:
+            try:
+                await self.on_dead_letter(delivery, reason)
+            except Exception:
+                log.exception("event.dead_letter_hook_failed")

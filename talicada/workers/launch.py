@@ -1,0 +1,179 @@
+"""``launch`` / local: run the test tasks as real subprocesses (DESIGN §7).
+
+The handler links the session's staged data into its mount directories,
+starts the task in its own process group, records its pid, reports the
+executable RUNNING and returns (so the event is acked and not reclaimed
+while a long task runs). A background watcher reports how the task ended:
+COMPLETED with its digests, FAILED with its message, or CANCELLED when
+``release`` stopped it on purpose. stdout and stderr are kept per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from talicada.events.bus import Delivery
+from talicada.events.envelope import Event
+from talicada.schema.model import (
+    AnyData,
+    AnyExecutable,
+    Checksum,
+    Delay,
+    Ping,
+    SimpleComputeResource,
+    SimpleStorageResource,
+    kind_of,
+)
+from talicada.workers.files import SessionFiles
+from talicada.workers.runtime import CallbackFailed, Handler, WorkerContext
+from talicada.workers.tasks import TaskSpec, command, parse_result
+
+log = structlog.get_logger("talicada.worker.launch")
+
+#: Bytes of stdout and of stderr sent back with the final report.
+OUTPUT_TAIL = 16 * 1024
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def link_mounts(
+    files: SessionFiles,
+    compute: SimpleComputeResource,
+    data: list[AnyData],
+    storage: list[SimpleStorageResource],
+) -> None:
+    """Make each mount directory show the files of what it mounts (hard links)."""
+    holder = {item.meta.uuid: item.storage for item in data if item.meta and item.meta.uuid}
+    storages = {item.meta.uuid for item in storage if item.meta and item.meta.uuid}
+    for volume in compute.volumes or []:
+        if isinstance(volume, str):
+            continue
+        mount = files.mount(volume.path)
+        mount.mkdir(parents=True, exist_ok=True)
+        for resource in volume.resources or []:
+            if resource in storages:
+                sources = [files.storage(resource)]
+            else:
+                sources = [files.data(str(holder.get(resource)), resource)]
+            for source in sources:
+                for path in sorted(source.rglob("*")) if source.exists() else []:
+                    if path.is_file():
+                        link = mount / path.name
+                        link.unlink(missing_ok=True)
+                        # A hard link is the file itself, not a pointer out of the
+                        # mount (tasks do not follow links out of their tree).
+                        try:
+                            os.link(path, link)
+                        except OSError:
+                            shutil.copyfile(path, link)
+
+
+def _tail(path: Path) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - OUTPUT_TAIL))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def local(context: WorkerContext) -> Handler:
+    """The local launch handler."""
+
+    async def handle(delivery: Delivery) -> None:
+        event = delivery.event
+        assert event.component is not None
+        executable = msgspec.convert(event.body["executable"], AnyExecutable)
+        if not isinstance(executable, Ping | Delay | Checksum):
+            await context.reporter.report(
+                event,
+                event.component,
+                "FAILED",
+                message=f"the local platform runs only test tasks, not {kind_of(executable)}",
+            )
+            return
+        files = SessionFiles.of(context.settings.work_dir, event.session)
+        if files.pid.exists() and _alive(int(files.pid.read_text() or 0)):
+            # A redelivered launch: the task already runs; say so again.
+            await context.reporter.report(event, event.component, "RUNNING")
+            return
+        compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
+        data = msgspec.convert(event.body["data"], list[AnyData])
+        storage = msgspec.convert(event.body["storage"], list[SimpleStorageResource])
+        link_mounts(files, compute, data, storage)
+        paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
+        spec = TaskSpec.from_executable(executable, list(paths))
+        files.output.mkdir(parents=True, exist_ok=True)
+        with (
+            (files.output / "stdout").open("wb") as out,
+            (files.output / "stderr").open("wb") as err,
+        ):
+            process = await asyncio.create_subprocess_exec(
+                *command(spec), stdout=out, stderr=err, start_new_session=True
+            )
+        files.pid.write_text(str(process.pid))
+        log.info("task.started", session=event.session, pid=process.pid, kind=spec.kind)
+        context.spawn(_watch(context, event, process, files, paths))
+        await context.reporter.report(event, event.component, "RUNNING")
+
+    return handle
+
+
+async def _watch(
+    context: WorkerContext,
+    event: Event,
+    process: asyncio.subprocess.Process,
+    files: SessionFiles,
+    paths: dict[str, str],
+) -> None:
+    """Report how the task ended."""
+    code = await process.wait()
+    assert event.component is not None
+    stdout, stderr = _tail(files.output / "stdout"), _tail(files.output / "stderr")
+    output: dict[str, str] = {"stdout": stdout, "stderr": stderr}
+    log.info("task.ended", session=event.session, pid=process.pid, code=code)
+    details: dict[str, object]
+    if files.released.exists():
+        phase, details = "CANCELLED", {"message": "stopped by release", "output": output}
+    elif code == 0:
+        digests: dict[str, str] = {}
+        try:
+            digests = parse_result(stdout.encode())
+        except ValueError as error:
+            phase, details = "FAILED", {"message": str(error), "output": output}
+        else:
+            # Report paths as the executable sees them (its mounts), not ours.
+            shown = {}
+            for path, digest in digests.items():
+                for local, mounted in paths.items():
+                    if path.startswith(local):
+                        path = mounted.rstrip("/") + "/" + path[len(local) :].lstrip("/")
+                        break
+                shown[path] = digest
+            phase, details = "COMPLETED", {"output": output, "digests": shown or None}
+    else:
+        last = stderr.strip().splitlines()[-1:] or [f"the task exited with status {code}"]
+        phase, details = "FAILED", {"message": last[0], "output": output}
+    with contextlib.suppress(FileNotFoundError):
+        files.pid.unlink()
+    for attempt in range(5):
+        try:
+            await context.reporter.report(event, event.component, phase, **details)  # type: ignore[arg-type]
+            return
+        except CallbackFailed:
+            await asyncio.sleep(2**attempt)
+    log.error("task.unreported", session=event.session, phase=phase)

@@ -1,0 +1,165 @@
+"""The worker runtime: consume a stream, act, call back, ack (DESIGN §7).
+
+``talicada worker NAME`` runs one worker; embedded mode runs them all in the
+broker's process. Either way a worker reports through signed HTTP callbacks,
+so the broker applies worker results the same way whatever the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from talicada.events.bus import Bus, Delivery
+from talicada.events.consumer import Consumer
+from talicada.events.envelope import Event
+from talicada.events.report import Report, encoder
+from talicada.events.signing import sign
+from talicada.schema.model import ComponentPhase
+from talicada.settings import Settings
+
+log = structlog.get_logger("talicada.worker")
+
+#: Attempts to deliver one callback before the event is retried as a whole.
+CALLBACK_ATTEMPTS = 3
+
+
+class CallbackFailed(Exception):
+    """The broker did not take a report; the event will be retried."""
+
+
+class Reporter:
+    """Signs reports and posts them to the broker's ``/callbacks/{session}``."""
+
+    def __init__(self, broker_url: str, secret: bytes, client: aiohttp.ClientSession) -> None:
+        self.broker_url = broker_url.rstrip("/")
+        self.secret = secret
+        self.client = client
+
+    async def send(self, session: str, report: Report) -> None:
+        """Deliver ``report``; CallbackFailed when the broker cannot take it now.
+
+        404 (the session is gone) and 409 (the report no longer applies) are
+        final answers: retrying would not change them, so they are logged.
+        """
+        body = encoder.encode(report)
+        url = f"{self.broker_url}/callbacks/{session}"
+        for attempt in range(1, CALLBACK_ATTEMPTS + 1):
+            headers = {"Content-Type": "application/json", **sign(self.secret, body, time.time())}
+            try:
+                async with self.client.post(url, data=body, headers=headers) as response:
+                    if response.status in (200, 404, 409):
+                        if response.status != 200:
+                            log.warning(
+                                "callback.refused",
+                                session=session,
+                                status=response.status,
+                                delivery=report.delivery,
+                            )
+                        return
+                    reason = f"HTTP {response.status}: {(await response.text())[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                reason = f"{type(error).__name__}: {error}"
+            log.warning("callback.failed", session=session, attempt=attempt, reason=reason)
+            await asyncio.sleep(0.2 * 2**attempt)
+        raise CallbackFailed(f"the broker did not take the report: {reason}")
+
+    async def report(
+        self,
+        event: Event,
+        component: str,
+        phase: ComponentPhase,
+        *,
+        suffix: str = "",
+        **details: object,
+    ) -> None:
+        """Report that ``component`` of ``event``'s session reached ``phase``.
+
+        The delivery id is derived from the event, component and phase, so a
+        redelivered event reports with the same ids and changes nothing twice.
+        """
+        delivery = f"{event.id}:{component}:{phase}{suffix}"
+        report = Report(
+            delivery=delivery,
+            event=event.id,
+            attempt=event.attempt,
+            component=component,
+            phase=phase,
+            **details,  # type: ignore[arg-type]
+        )
+        await self.send(event.session, report)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What every worker handler may use."""
+
+    settings: Settings
+    reporter: Reporter
+    background: set[asyncio.Task[None]]
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` after the handler returns (e.g. watching a process)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+HandlerFactory = Callable[[WorkerContext], Handler]
+
+
+def consumer_name(worker: str) -> str:
+    """A name unique to this process, so a dead process's messages can be reclaimed."""
+    return f"{worker}@{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker(
+    name: str,
+    stream: str,
+    factory: HandlerFactory,
+    *,
+    bus: Bus,
+    settings: Settings,
+    broker_url: str,
+    secret: bytes,
+    stop: asyncio.Event,
+) -> None:
+    """Consume ``stream`` as worker ``name`` until ``stop`` is set, then finish in-flight work."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
+        context = WorkerContext(settings, Reporter(broker_url, secret, client), set())
+        handler = factory(context)
+
+        async def dead_letter(delivery: Delivery, reason: str) -> None:
+            # The message will never be handled: the component it was about failed.
+            event = delivery.event
+            if event.component is not None:
+                await context.reporter.report(
+                    event,
+                    event.component,
+                    "FAILED",
+                    suffix=":dead-letter",
+                    message=f"{name} gave up after {delivery.deliveries} deliveries: {reason}",
+                )
+
+        consumer = Consumer(
+            bus,
+            stream,
+            name,
+            consumer_name(name),
+            handler,
+            concurrency=settings.worker_concurrency,
+            on_dead_letter=dead_letter,
+        )
+        log.info("worker.started", worker=name, stream=stream, consumer=consumer_name(name))
+        await consumer.run(stop)
+        if context.background:
+            await asyncio.wait(context.background, timeout=10)
+        log.info("worker.stopped", worker=name)
