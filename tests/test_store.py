@@ -310,3 +310,31 @@ async def test_bad_schedule_updates_name_the_field(
         await broker.update(view.record.offers[0], "alice", update)
     assert refused.value.status == 400
     assert refused.value.messages[0].values["path"] == field
+
+
+async def test_offers_are_found_beyond_the_first_chunk_of_the_calendar(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    # Given the whole platform booked for the next ten hours
+    busy = {**ping(cores=(4, 4)), "schedule": {"requested": {"duration": "PT10H"}}}
+    taken = await broker.request(valid(busy, clock), "bob")
+    await broker.update_phase(taken.record.offers[0], "bob", "ACCEPTED", "client")
+    # When someone asks for an hour any time in the next day
+    view = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    # Then the offer starts after the booking, past the first chunk the planner reads
+    (offer,) = view.offers
+    assert offer.record.booking.first >= taken.offers[0].record.booking.last - 1
+    assert offer.record.booking.first - taken.offers[0].record.booking.first >= 10 * 60
+
+
+async def test_a_year_wide_start_interval_is_planned_within_the_horizon(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    taken = await broker.request(
+        valid({**ping(cores=(4, 4)), "schedule": {"requested": {"duration": "P40D"}}}, clock), "bob"
+    )
+    await broker.update_phase(taken.record.offers[0], "bob", "ACCEPTED", "client")
+    view = await broker.request(
+        valid(ping(cores=(1, 1), start="2030-01-01T12:00:00Z/P366D"), clock), "alice"
+    )
+    assert view.record.result == "NO"

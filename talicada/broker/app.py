@@ -91,7 +91,8 @@ def create_app(
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(app[NOTIFIER].run(stop))]
+        notifier = asyncio.create_task(app[NOTIFIER].run(stop))
+        tasks = []
         if timers:
             tasks.append(asyncio.create_task(app[BROKER].driver.run_timers(stop)))
         if settings.mqtt_url:
@@ -99,6 +100,9 @@ def create_app(
             tasks.append(asyncio.create_task(publisher.run(stop)))
         yield
         stop.set()
+        notifier.cancel()  # it only wakes watchers: nothing to finish
+        with contextlib.suppress(asyncio.CancelledError):
+            await notifier
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -40,6 +40,11 @@ from talicada.settings import PlatformSettings, Settings
 log = structlog.get_logger("talicada.broker")
 
 Clock = Callable[[], datetime]
+
+#: How much calendar the planner reads at once (it reads more only when needed).
+PLAN_CHUNK = timedelta(hours=6)
+#: The furthest ahead of the earliest start that offers are looked for.
+PLAN_HORIZON = timedelta(days=31)
 
 #: Phases in which a client may still change how long the window lasts.
 RESIZABLE: frozenset[SessionPhase] = frozenset(
@@ -161,7 +166,9 @@ class Broker:
         latest = now + timedelta(seconds=self.settings.default_start_window)
         if valid.start is not None:
             earliest = max(earliest, valid.start.start)
-            latest = valid.start.end
+            # Planning looks no further than the horizon, however wide the
+            # interval asked for, so no request can make the broker read a year.
+            latest = min(valid.start.end, earliest + PLAN_HORIZON)
         return Demand(
             cores=(valid.cores[0], min(valid.cores[1], platform.session_cores)),
             memory=(valid.memory[0], min(valid.memory[1], platform.session_memory)),
@@ -173,25 +180,42 @@ class Broker:
         )
 
     async def _plan(self, runnable: list[tuple[PlatformSettings, Demand]]) -> list[_Candidate]:
-        ranges = [search_range(demand, self.slots) for _, demand in runnable]
-        usages = await asyncio.gather(
-            *(
-                self.store.usage(platform.name, first, last)
-                for (platform, _), (first, last) in zip(runnable, ranges, strict=True)
-            )
+        found = await asyncio.gather(
+            *(self._plan_platform(platform, demand) for platform, demand in runnable)
         )
-        candidates = []
-        for (platform, demand), usage in zip(runnable, usages, strict=True):
-            capacity = (platform.cores, platform.memory)
-            for window in plan(
-                demand, usage, capacity, self.slots, platform.name, self.settings.max_offers
-            ):
-                candidates.append(_Candidate(platform, window))
+        candidates = [candidate for windows in found for candidate in windows]
         # Earliest start first, then the largest offer.
         candidates.sort(
             key=lambda c: (c.window.available, -c.window.entry.cores, -c.window.entry.memory)
         )
         return candidates[: self.settings.max_offers]
+
+    async def _plan_platform(self, platform: PlatformSettings, demand: Demand) -> list[_Candidate]:
+        """Windows on one platform, reading the calendar a chunk at a time.
+
+        The first chunk usually holds every offer, so a request costs one
+        read however wide its start interval; a full calendar costs more
+        reads, never more than the planning horizon allows.
+        """
+        limit = self.settings.max_offers
+        chunk = max(PLAN_CHUNK, (demand.duration + demand.preparation) * (limit + 1))
+        windows: list[Window] = []
+        start = demand.earliest
+        while start <= demand.latest and len(windows) < limit:
+            part = replace(demand, earliest=start, latest=min(demand.latest, start + chunk))
+            first, last = search_range(part, self.slots)
+            usage = await self.store.usage(platform.name, first, last)
+            for window in windows:
+                usage.add(window.entry)  # our own earlier offers hold capacity too
+            capacity = (platform.cores, platform.memory)
+            found = plan(part, usage, capacity, self.slots, platform.name, limit - len(windows))
+            windows += found
+            if part.latest >= demand.latest:
+                break
+            start = part.latest + self.slots.length
+            if found:  # later offers come after the window of the last one
+                start = max(start, found[-1].available + max(demand.duration, self.slots.length))
+        return [_Candidate(platform, window) for window in windows]
 
     def _record(
         self,

@@ -134,10 +134,12 @@ class Consumer:
                 timeout = grace.total_seconds() if grace is not None else None
                 await asyncio.wait(tasks, timeout=timeout)
         finally:
-            for task in tasks:
+            # Grace exceeded, or run() cancelled: abandon what is left unacked.
+            left = list(tasks)
+            for task in left:
                 task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if left:
+                await asyncio.gather(*left, return_exceptions=True)
 
     async def _claim(self, free: int, stop: asyncio.Event) -> list[Delivery]:
         try:

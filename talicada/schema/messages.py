@@ -18,7 +18,7 @@ from talicada.schema.iso8601 import format_instant
 Level = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
 
 
-class MessageItem(msgspec.Struct, omit_defaults=True, kw_only=True):
+class MessageItem(msgspec.Struct, kw_only=True):
     """One message about a request, offer or session (schema ``MessageItem``)."""
 
     kind: str
