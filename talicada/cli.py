@@ -151,7 +151,11 @@ async def _run_worker(name: str, implementation: str | None, settings: Settings)
     try:
         await run_named(
             name,
-            bus=RedisBus(client, prefix=settings.key_prefix),
+            bus=RedisBus(
+                client,
+                prefix=settings.key_prefix,
+                reclaim_idle_ms=int(settings.reclaim_idle * 1000),
+            ),
             settings=settings,
             broker_url=settings.broker_url,
             secret=settings.callback_secret.encode(),

@@ -153,6 +153,12 @@ class Settings(_Frozen, frozen=True):
     file_roots: list[str] = msgspec.field(default_factory=list)
     #: Events one worker process handles at once.
     worker_concurrency: Annotated[int, Meta(ge=1, le=256)] = 8
+    #: A failed event is retried after retry_base·2^(n-1) seconds (capped at 60 s)…
+    retry_base: Seconds = constants.RETRY_BASE.total_seconds()
+    #: …and dead-lettered after this many deliveries (its component FAILED).
+    max_deliveries: Annotated[int, Meta(ge=1, le=100)] = constants.MAX_DELIVERIES
+    #: Seconds an event may sit with a silent worker before another takes it.
+    reclaim_idle: Seconds = constants.RECLAIM_IDLE.total_seconds()
     platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
 
     @property

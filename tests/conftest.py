@@ -18,6 +18,7 @@ Add further shared fixtures below, in their own clearly-headed section.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -185,3 +186,55 @@ async def make_client(store: Store) -> AsyncIterator[ClientFactory]:
 async def client(make_client: ClientFactory) -> TestClient[web.Request, web.Application]:
     """A default embedded-style broker (``local`` platform) over each store."""
     return await make_client()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@pytest_asyncio.fixture
+async def file_server() -> AsyncIterator[str]:
+    """A loopback HTTP server with the two files the checksum example stages."""
+    from tests.lifecycle_support import FILES
+
+    app = web.Application()
+
+    async def serve(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in FILES:
+            raise web.HTTPNotFound()
+        return web.Response(body=FILES[name])
+
+    app.router.add_get("/{name}", serve)
+    server = TestServer(app)
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+BrokerFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest_asyncio.fixture
+async def start_broker(make_client: ClientFactory, tmp_path: Path) -> AsyncIterator[BrokerFactory]:
+    """Start a broker with every worker running in-process, calling back over HTTP."""
+    from talicada.broker.app import run_embedded_workers
+
+    stop = asyncio.Event()
+    running: list[asyncio.Task[None]] = []
+
+    async def start(**overrides: Any) -> TestClient[web.Request, web.Application]:
+        overrides.setdefault("work_dir", str(tmp_path / "work"))
+        client = await make_client(**overrides)
+        url = str(client.make_url("")).rstrip("/")
+        running.append(asyncio.create_task(run_embedded_workers(client.app, url, stop)))
+        return client
+
+    yield start
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*running), timeout=15)
+
+
+@pytest_asyncio.fixture
+async def broker(start_broker: BrokerFactory) -> TestClient[web.Request, web.Application]:
+    """A broker on the local platform with every worker running in-process."""
+    return await start_broker()

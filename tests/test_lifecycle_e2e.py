@@ -10,99 +10,21 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pytest_asyncio
-import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-
-from talicada.broker.app import run_embedded_workers
 from talicada.broker.store import Store
 from talicada.schema.iso8601 import format_instant, parse_instant
-from tests.conftest import EXAMPLES, ClientFactory
-
-Client = TestClient[web.Request, web.Application]
-ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
-CANCEL = {"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"}
-FILES = {"a.fits": os.urandom(200_000), "b.fits": b"SIMPLE  =                    T" * 100}
-
-
-@pytest_asyncio.fixture
-async def file_server() -> AsyncIterator[str]:
-    """A loopback HTTP server with the two files the checksum example stages."""
-    app = web.Application()
-
-    async def serve(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in FILES:
-            raise web.HTTPNotFound()
-        return web.Response(body=FILES[name])
-
-    app.router.add_get("/{name}", serve)
-    server = TestServer(app)
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
-@pytest_asyncio.fixture
-async def broker(make_client: ClientFactory, tmp_path: Path) -> AsyncIterator[Client]:
-    """A broker on the local platform with every worker running in-process."""
-    client = await make_client(work_dir=str(tmp_path / "work"))
-    stop = asyncio.Event()
-    workers = asyncio.create_task(
-        run_embedded_workers(client.app, str(client.make_url("")).rstrip("/"), stop)
-    )
-    yield client
-    stop.set()
-    await asyncio.wait_for(workers, timeout=15)
-
-
-async def accept_first(client: Client, request: dict[str, Any]) -> str:
-    response = await client.post("/requests", json=request)
-    body = await response.json()
-    assert body["result"] == "YES", body
-    uuid: str = body["offers"][0]["meta"]["uuid"]
-    accepted = await client.post(f"/sessions/{uuid}", json=ACCEPT)
-    assert accepted.status == 200, await accepted.text()
-    return uuid
-
-
-async def wait_for_phase(client: Client, uuid: str, phases: set[str], limit: float = 30) -> str:
-    """Long-poll until the session is in one of ``phases``."""
-    deadline = time.monotonic() + limit
-    phase = ""
-    while time.monotonic() < deadline:
-        response = await client.get(f"/sessions/{uuid}", params={"wait": "2", "phase": phase})
-        phase = str((await response.json())["phase"])
-        if phase in phases:
-            return phase
-    raise AssertionError(f"session {uuid} still {phase}, wanted {phases}")
-
-
-async def session_phases(client: Client, uuid: str) -> list[str]:
-    log = await (await client.get(f"/sessions/{uuid}/log")).json()
-    steps = [item for item in log["history"] if "component" not in item]
-    return [steps[0]["from"], *(item["to"] for item in steps)]
-
-
-def checksum_request(base: str) -> dict[str, Any]:
-    text = (EXAMPLES / "v1-local-checksum-request.yaml").read_text()
-    request: dict[str, Any] = yaml.safe_load(text)
-    for item, name in zip(request["data"], ("a.fits", "b.fits"), strict=True):
-        item["location"] = f"{base}/{name}"
-    return request
-
-
-def task(kind: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "executable": {"kind": f"urn:talicada:kinds:executable:{kind}-1.0", **fields},
-        "schedule": {"requested": {"duration": "PT2M"}},
-    }
+from tests.lifecycle_support import (
+    CANCEL,
+    FILES,
+    Client,
+    accept_first,
+    checksum_request,
+    session_phases,
+    task,
+    wait_for_phase,
+)
 
 
 async def test_the_checksum_example_runs_to_completion_with_both_digests(

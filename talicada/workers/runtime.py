@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiohttp
 import structlog
@@ -156,6 +157,8 @@ async def run_worker(
             consumer_name(name),
             handler,
             concurrency=settings.worker_concurrency,
+            max_deliveries=settings.max_deliveries,
+            retry_base=timedelta(seconds=settings.retry_base),
             on_dead_letter=dead_letter,
         )
         log.info("worker.started", worker=name, stream=stream, consumer=consumer_name(name))

@@ -116,6 +116,8 @@ class MemoryStore:
             self._history[offer.uuid].append(first)
             self._timers[f"expire:{offer.uuid}"] = offer.expires
             bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
+            self._outbox.append((LIFECYCLE, lifecycle_event(offer.uuid, first)))
+        await self._flush()
         return None
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:

@@ -131,11 +131,14 @@ class RedisStore:
                 offer.expires,
                 offer.created,
                 _transition_encoder.encode(first),
+                encode_event(lifecycle_event(offer.uuid, first)),
             ]
         for platform in platforms:
             keys += [self.keys.calendar_usage(platform), self.keys.calendar_entries(platform)]
+        keys.append(self.keys.stream(LIFECYCLE))
         for platform in platforms:
             args += list(capacity[platform])
+        args += [self.maxlen, constants.STREAM_FIELD]
         clash = int(await self._run(self._hold, keys, args))
         return None if clash == 0 else clash - 1
 

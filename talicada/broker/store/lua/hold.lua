@@ -1,15 +1,16 @@
 -- Save an offer set and hold every offer's capacity, all or nothing.
 --
 -- KEYS: offerset, timers, then per offer (session, history, owner index),
---       then per platform (usage, entries).
+--       then per platform (usage, entries), then the lifecycle stream.
 -- ARGV: offerset doc, offer count, platform count, retention ms,
 --       then per offer (uuid, doc, platform number, first slot, last slot,
---       cores, memory, expires ms, created ms, first history record),
---       then per platform (capacity cores, capacity memory).
+--       cores, memory, expires ms, created ms, first history record,
+--       lifecycle event), then per platform (capacity cores, capacity memory),
+--       then stream maxlen and stream field.
 -- Returns 0 when saved, or the number (1-based) of the first offer that no
 -- longer fits, in which case nothing was written.
 local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local FIELDS = 10
+local FIELDS = 11
 local platform_keys = 2 + offers * 3
 local capacity_args = 4 + offers * FIELDS
 
@@ -17,7 +18,7 @@ local function offer_args(i)
   local a = 4 + (i - 1) * FIELDS
   return ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), ARGV[a + 8],
-    ARGV[a + 9], ARGV[a + 10]
+    ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
 end
 
 -- Check: offers of one set may overlap each other, so count earlier ones.
@@ -41,7 +42,7 @@ end
 
 -- Apply.
 for i = 1, offers do
-  local uuid, doc, p, first, last, cores, memory, expires, created, record = offer_args(i)
+  local uuid, doc, p, first, last, cores, memory, expires, created, record, event = offer_args(i)
   local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
   local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
   for slot = first, last - 1 do
@@ -54,6 +55,7 @@ for i = 1, offers do
   redis.call('RPUSH', KEYS[k + 2], record)
   redis.call('ZADD', KEYS[2], expires, 'expire:' .. uuid)
   redis.call('ZADD', KEYS[k + 3], created, uuid)
+  announce(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV], event)
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], retention)

@@ -1,0 +1,62 @@
+"""Helpers for tests that run sessions through their lifecycle."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import EXAMPLES
+
+Client = TestClient[web.Request, web.Application]
+ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
+CANCEL = {"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"}
+#: What the loopback file server serves (the ``file_server`` fixture).
+FILES = {"a.fits": os.urandom(200_000), "b.fits": b"SIMPLE  =                    T" * 100}
+
+
+async def accept_first(client: Client, request: dict[str, Any]) -> str:
+    response = await client.post("/requests", json=request)
+    body = await response.json()
+    assert body["result"] == "YES", body
+    uuid: str = body["offers"][0]["meta"]["uuid"]
+    accepted = await client.post(f"/sessions/{uuid}", json=ACCEPT)
+    assert accepted.status == 200, await accepted.text()
+    return uuid
+
+
+async def wait_for_phase(client: Client, uuid: str, phases: set[str], limit: float = 30) -> str:
+    """Long-poll until the session is in one of ``phases``."""
+    deadline = time.monotonic() + limit
+    phase = ""
+    while time.monotonic() < deadline:
+        response = await client.get(f"/sessions/{uuid}", params={"wait": "2", "phase": phase})
+        phase = str((await response.json())["phase"])
+        if phase in phases:
+            return phase
+    raise AssertionError(f"session {uuid} still {phase}, wanted {phases}")
+
+
+async def session_phases(client: Client, uuid: str) -> list[str]:
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    steps = [item for item in log["history"] if "component" not in item]
+    return [steps[0]["from"], *(item["to"] for item in steps)]
+
+
+def checksum_request(base: str) -> dict[str, Any]:
+    text = (EXAMPLES / "v1-local-checksum-request.yaml").read_text()
+    request: dict[str, Any] = yaml.safe_load(text)
+    for item, name in zip(request["data"], ("a.fits", "b.fits"), strict=True):
+        item["location"] = f"{base}/{name}"
+    return request
+
+
+def task(kind: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "executable": {"kind": f"urn:talicada:kinds:executable:{kind}-1.0", **fields},
+        "schedule": {"requested": {"duration": "PT2M"}},
+    }
