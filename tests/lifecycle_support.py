@@ -60,3 +60,16 @@ def task(kind: str, **fields: Any) -> dict[str, Any]:
         "executable": {"kind": f"urn:talicada:kinds:executable:{kind}-1.0", **fields},
         "schedule": {"requested": {"duration": "PT2M"}},
     }
+
+
+def digests_of(log: dict[str, Any]) -> dict[str, str]:
+    """The checksum digests in a session log's executable messages: path → hex."""
+    messages = log["session"]["executable"]["meta"]["messages"]
+    return {m["values"]["path"]: m["values"]["digest"] for m in messages if "digest" in m["values"]}
+
+
+def expected_digests() -> dict[str, str]:
+    """The digests the checksum task must report for the served files."""
+    import hashlib
+
+    return {f"/inputs/{name}": hashlib.sha256(body).hexdigest() for name, body in FILES.items()}

@@ -7,7 +7,6 @@ bus (memory, or Redis), the workers calling back over real HTTP on loopback.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,10 +16,11 @@ from talicada.broker.store import Store
 from talicada.schema.iso8601 import format_instant, parse_instant
 from tests.lifecycle_support import (
     CANCEL,
-    FILES,
     Client,
     accept_first,
     checksum_request,
+    digests_of,
+    expected_digests,
     session_phases,
     task,
     wait_for_phase,
@@ -42,13 +42,7 @@ async def test_the_checksum_example_runs_to_completion_with_both_digests(
         "COMPLETED",
     ]
     log = await (await broker.get(f"/sessions/{uuid}/log")).json()
-    messages = log["session"]["executable"]["meta"]["messages"]
-    digests = {
-        m["values"]["path"]: m["values"]["digest"] for m in messages if "digest" in m["values"]
-    }
-    assert digests == {
-        f"/inputs/{name}": hashlib.sha256(content).hexdigest() for name, content in FILES.items()
-    }
+    assert digests_of(log) == expected_digests()
     components = [log["session"]["compute"], *log["session"]["storage"], *log["session"]["data"]]
     assert {part["phase"] for part in components} == {"COMPLETED"}
 

@@ -1,0 +1,128 @@
+"""Production shape: ``talicada serve`` and each ``talicada worker NAME`` as separate
+processes sharing one real Redis, the checksum example run end to end through them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest_asyncio
+import redis.asyncio
+
+from talicada.workers.registry import WORKERS
+from tests.lifecycle_support import ACCEPT, checksum_request
+
+TOKEN = secrets.token_hex(16)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Deployment:
+    """The broker and its workers as child processes."""
+
+    def __init__(self, url: str, processes: dict[str, asyncio.subprocess.Process]) -> None:
+        self.url = url
+        self.processes = processes
+        self.headers = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def wait_until_up(url: str, broker: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            assert broker.returncode is None, "the broker exited during startup"
+            try:
+                async with http.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the broker did not come up")
+
+
+@pytest_asyncio.fixture
+async def deployment(redis_url: str, tmp_path: Path) -> AsyncIterator[Deployment]:
+    prefix = f"talicada-test-{uuid.uuid4().hex}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN} alice\n")
+    environment = {
+        **os.environ,
+        "TALICADA_REDIS_URL": redis_url,
+        "TALICADA_KEY_PREFIX": prefix,
+        "TALICADA_CALLBACK_SECRET": secrets.token_hex(32),
+        "TALICADA_AUTH_TOKENS_FILE": str(tokens),
+        "TALICADA_PORT": str(port),
+        "TALICADA_BROKER_URL": url,
+        "TALICADA_WORK_DIR": str(tmp_path / "work"),
+        "TALICADA_LOG_FORMAT": "json",
+    }
+    command = [sys.executable, "-m", "talicada"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        for name, argv in [("serve", ["serve"])] + [(w, ["worker", w]) for w in WORKERS]:
+            log = (logs / f"{name}.log").open("wb")
+            processes[name] = await asyncio.create_subprocess_exec(
+                *command, *argv, env=environment, stdout=log, stderr=log
+            )
+        await wait_until_up(url, processes["serve"])
+        yield Deployment(url, processes)
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        codes = {
+            name: await asyncio.wait_for(process.wait(), timeout=20)
+            for name, process in processes.items()
+        }
+        client = redis.asyncio.Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.unlink(*keys)
+        await client.aclose()
+    # Every process shut down cleanly on SIGTERM.
+    assert codes == dict.fromkeys(processes, 0), {
+        name: (logs / f"{name}.log").read_text()[-2000:] for name in processes
+    }
+
+
+async def test_the_checksum_example_runs_through_separate_processes_sharing_redis(
+    deployment: Deployment, file_server: str
+) -> None:
+    async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with http.post(
+            f"{deployment.url}/requests", json=checksum_request(file_server)
+        ) as response:
+            assert response.status == 200, await response.text()
+            offer = (await response.json())["offers"][0]["meta"]["uuid"]
+        async with http.post(f"{deployment.url}/sessions/{offer}", json=ACCEPT) as response:
+            assert response.status == 200
+        phase, deadline = "ACCEPTED", time.monotonic() + 60
+        while phase not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
+            params = {"wait": "5", "phase": phase}
+            async with http.get(f"{deployment.url}/sessions/{offer}", params=params) as response:
+                phase = (await response.json())["phase"]
+        assert phase == "COMPLETED"
+        async with http.get(f"{deployment.url}/sessions/{offer}/log") as response:
+            log = await response.json()
+    steps = [item["to"] for item in log["history"] if "component" not in item]
+    assert steps == ["OFFERED", "ACCEPTED", "PREPARING", "RUNNING", "RELEASING", "COMPLETED"]
+    assert digests_of(log) == expected_digests()
