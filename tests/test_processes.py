@@ -19,7 +19,7 @@ import pytest_asyncio
 import redis.asyncio
 
 from talicada.workers.registry import WORKERS
-from tests.lifecycle_support import ACCEPT, checksum_request
+from tests.lifecycle_support import ACCEPT, checksum_request, digests_of, expected_digests
 
 TOKEN = secrets.token_hex(16)
 
