@@ -165,7 +165,7 @@ def test_rendered_offer_set_matches_the_offer_set_schema(document: dict[str, Any
     offerset = model.OfferSet(
         meta=model.Metadata(
             uuid="6a1e7c1e-0000-4000-8000-000000000002",
-            messages=[msg.make(msg.OFFERS_MADE, "INFO", count=1, platform="local")],
+            messages=[msg.make(msg.COMPONENT_MESSAGE, "INFO", component="compute", text="ok")],
         ),
         result="YES",
         offers=[offer],

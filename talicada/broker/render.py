@@ -6,14 +6,12 @@ from typing import Any
 
 import msgspec
 
-from talicada.broker.records import LiveSession, Transition
+from talicada.broker.records import LiveSession
 from talicada.broker.service import OfferSetView
 from talicada.schema.dialects import render_offerset, render_session
 from talicada.schema.iso8601 import format_instant
 from talicada.schema.kinds import Dialect
 from talicada.schema.model import ExecutionSession, Metadata, OfferSet
-
-_ENCODER = msgspec.json.Encoder()
 
 
 def _instant(ms: int) -> str:
@@ -53,8 +51,3 @@ def offerset_doc(view: OfferSetView, base: str) -> dict[str, Any]:
         offers=[session_model(offer, base) for offer in view.offers],
     )
     return render_offerset(msgspec.to_builtins(offerset), Dialect(record.dialect))
-
-
-def history_doc(history: list[Transition]) -> list[Any]:
-    """Recorded transitions as plain data."""
-    return list(msgspec.to_builtins(history))

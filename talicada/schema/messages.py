@@ -48,7 +48,6 @@ AMBIGUOUS_REFERENCE: Final = (
     "error:ambiguous-reference",
     "{path}: '{reference}' matches more than one {target}",
 )
-DUPLICATE_NAME: Final = ("error:duplicate-name", "{path}: the name '{name}' is used twice")
 MALFORMED_BODY: Final = ("error:malformed-body", "the {media} body cannot be read: {reason}")
 UNSUPPORTED_KIND: Final = (
     "error:unsupported-kind",
@@ -93,7 +92,6 @@ UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
 COMPONENT_MESSAGE: Final = ("info:component", "{component}: {text}")
 CHECKSUM: Final = ("info:checksum", "sha256 {digest} {path}")
 NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
-OFFERS_MADE: Final = ("info:offers-made", "{count} offers from platform {platform}")
 
 
 def make(
