@@ -115,8 +115,8 @@ def mqtt_url() -> str:
 
 # --------------------------------------------------------------------------- broker
 
-#: The requests real clients send (shared/examples beside the repository).
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
+#: The requests real clients send (copied from the project's shared examples).
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 #: A platform that runs containers and notebooks and reaches SRCNet data, like Skaha.
 SKAHA = PlatformSettings(

@@ -23,12 +23,11 @@ from yarl import URL
 
 from talicada.schema import iso8601
 from talicada.schema.kinds import Dialect, Family, uri_for
-from tests.conftest import SKAHA, ClientFactory
+from tests.conftest import EXAMPLES, SKAHA, ClientFactory
 
 Client: TypeAlias = TestClient[web.Request, web.Application]
 
-#: The seed's own request (DESIGN §3): /work/main/tests → /work/shared/examples.
-EXAMPLES = Path(__file__).parents[2] / "shared" / "examples"
+#: The seed's own request (DESIGN §3).
 SEED_REQUEST = EXAMPLES / "seed-notebook-request.yaml"
 
 SEED_PREFIX = "https://www.purl.org/ivoa.net/EB/schema/types/"

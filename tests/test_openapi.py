@@ -18,9 +18,9 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from talicada.schema import kinds, model, openapi
 from talicada.schema import messages as msg
 from talicada.schema.dialects import render_offerset
+from tests.conftest import EXAMPLES
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
-EXAMPLES = Path("/work/shared/examples")
 REGENERATE = "run `python -m talicada.schema.openapi` to regenerate"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,9 +35,10 @@ from talicada.schema.model import (
     StringValueUpdate,
 )
 from talicada.schema.validation import Target, ValidRequest, parse_request, parse_update
+from tests.conftest import EXAMPLES
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
-SEED_REQUEST = Path(__file__).parents[2] / "shared" / "examples" / "seed-notebook-request.yaml"
+SEED_REQUEST = EXAMPLES / "seed-notebook-request.yaml"
 
 PING = "urn:talicada:kinds:executable:ping-1.0"
 CHECKSUM = "urn:talicada:kinds:executable:checksum-1.0"
