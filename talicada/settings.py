@@ -149,6 +149,8 @@ class Settings(_Frozen, frozen=True):
     mqtt_url: str | None = None
     #: Where the local platform keeps session files (staged data, output).
     work_dir: str = "var/work"
+    #: Largest data item the local platform stages (bytes).
+    staging_max_bytes: Annotated[int, Meta(ge=1)] = 10 * 2**30
     #: Directories ``file://`` data may be copied from (none: file:// refused).
     file_roots: list[str] = msgspec.field(default_factory=list)
     #: Events one worker process handles at once.

@@ -16,6 +16,7 @@ from talicada.broker.store import Store
 from talicada.schema.iso8601 import format_instant, parse_instant
 from tests.lifecycle_support import (
     CANCEL,
+    FILES,
     Client,
     accept_first,
     checksum_request,
@@ -43,6 +44,16 @@ async def test_the_checksum_example_runs_to_completion_with_both_digests(
     ]
     log = await (await broker.get(f"/sessions/{uuid}/log")).json()
     assert digests_of(log) == expected_digests()
+    # staging reported its progress into the data items' records
+    progress = [
+        message["message"]
+        for item in log["session"]["data"]
+        for message in item["meta"]["messages"]
+        if message["kind"] == "urn:talicada:info:progress"
+    ]
+    assert sorted(progress) == sorted(
+        f"{len(body)} of {len(body)} bytes staged" for body in FILES.values()
+    )
     components = [log["session"]["compute"], *log["session"]["storage"], *log["session"]["data"]]
     assert {part["phase"] for part in components} == {"COMPLETED"}
 

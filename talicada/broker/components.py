@@ -98,3 +98,27 @@ def mounted(session: ExecutionSession) -> set[str]:
             if storage is not None:
                 needed.update(storage.data or [])
     return needed
+
+
+def set_progress(session: ExecutionSession, uuid: str, item: MessageItem) -> ExecutionSession:
+    """``session`` with ``item`` as component ``uuid``'s only message of its kind.
+
+    Progress replaces progress: a long download must not grow the record.
+    """
+
+    def update(part: T) -> T:
+        meta = part.meta or Metadata()
+        if meta.uuid != uuid:
+            return part
+        kept = [message for message in meta.messages if message.kind != item.kind]
+        return msgspec.structs.replace(
+            part, meta=msgspec.structs.replace(meta, messages=[*kept, item])
+        )
+
+    return msgspec.structs.replace(
+        session,
+        executable=update(session.executable),
+        compute=update(session.compute),
+        storage=[update(part) for part in session.storage],
+        data=[update(part) for part in session.data],
+    )

@@ -19,7 +19,7 @@ import structlog
 
 from talicada import constants
 from talicada.broker import engine
-from talicada.broker.components import add_messages
+from talicada.broker.components import add_messages, set_progress
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, Transition
 from talicada.broker.store import Store
@@ -150,6 +150,12 @@ def _with_results(record: SessionRecord, report: Report, now: datetime) -> Sessi
         ]
         record = msgspec.structs.replace(
             record, session=add_messages(record.session, report.component, items)
+        )
+    if report.progress:
+        done, total = report.progress.get("done", 0), report.progress.get("total")
+        item = msg.make(msg.PROGRESS, "INFO", now=now, done=done, total=total or "?")
+        record = msgspec.structs.replace(
+            record, session=set_progress(record.session, report.component, item)
         )
     if report.output:
         kept = {name: text[-OUTPUT_LIMIT:] for name, text in report.output.items()}

@@ -90,6 +90,7 @@ NO_ROOM: Final = (
 )
 UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
 COMPONENT_MESSAGE: Final = ("info:component", "{component}: {text}")
+PROGRESS: Final = ("info:progress", "{done} of {total} bytes staged")
 CHECKSUM: Final = ("info:checksum", "sha256 {digest} {path}")
 NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
 

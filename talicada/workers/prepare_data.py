@@ -27,6 +27,7 @@ def limits_for(context: WorkerContext) -> StagingLimits:
     """Staging limits from the settings (schemes of the local platform, file roots)."""
     platform = context.settings.platforms[0]
     return StagingLimits(
+        max_bytes=context.settings.staging_max_bytes,
         allowed_schemes=frozenset(platform.data_schemes),
         file_roots=tuple(Path(root) for root in context.settings.file_roots),
     )
@@ -58,8 +59,10 @@ def local(context: WorkerContext) -> Handler:
         target = files.data(str(event.body["storage"]), event.component)
 
         async def progress(done: int, total: int | None) -> None:
-            log.info(
-                "data.progress", session=event.session, data=event.component, done=done, total=total
+            assert event.component is not None
+            counts = {"done": done, **({"total": total} if total is not None else {})}
+            await context.reporter.report(
+                event, event.component, "PREPARING", suffix=f":progress:{done}", progress=counts
             )
 
         try:
