@@ -51,7 +51,10 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
                 )
             )
     for index, item in enumerate(valid.request.data):
-        reasons.extend(_data_reasons(platform, item, f"data[{index}]"))
+        for reason in _data_reasons(platform, item, f"data[{index}]"):
+            # Ten items of one unsupported kind are one reason, not ten.
+            if all(reason.message != known.message for known in reasons):
+                reasons.append(reason)
     if valid.max_cost is not None and platform.core_hour_price is not None:
         hours = (valid.duration or timedelta(hours=1)).total_seconds() / 3600
         cheapest = valid.cores[0] * hours * platform.core_hour_price
