@@ -17,12 +17,15 @@ from talicada.broker.http import auth_middleware, errors_middleware
 from talicada.broker.keys import (
     BROKER,
     CALLBACK_SECRET,
+    METRICS,
     NOTIFIER,
     OPENAPI,
     SETTINGS,
     STARTED,
     OpenApiDocument,
 )
+from talicada.broker.metrics import Metrics
+from talicada.broker.metrics import middleware as measured
 from talicada.broker.mqtt import MqttPublisher
 from talicada.broker.notify import Notifier
 from talicada.broker.routes import routes
@@ -34,7 +37,15 @@ log = structlog.get_logger("talicada.app")
 
 #: Paths anyone may read: probes, service description and the contract.
 OPEN_PATHS = frozenset(
-    {"/healthz", "/readyz", "/availability", "/capabilities", "/openapi.json", "/openapi.yaml"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/availability",
+        "/capabilities",
+        "/openapi.json",
+        "/openapi.yaml",
+    }
 )
 
 
@@ -66,10 +77,16 @@ def create_app(
         raise SettingsError(
             "auth_tokens_file: required when redis_url is set (auth is off only in embedded mode)"
         )
+    metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(tokens, OPEN_PATHS)],
+        middlewares=[
+            measured(metrics),
+            errors_middleware,
+            auth_middleware(tokens, OPEN_PATHS),
+        ],
     )
+    app[METRICS] = metrics
     app[SETTINGS] = settings
     app[STARTED] = time.time()
     app[OPENAPI] = _openapi()

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from talicada.broker.engine import ReportRefused
 from talicada.broker.http import path_uuid, respond
-from talicada.broker.keys import BROKER, CALLBACK_SECRET
+from talicada.broker.keys import BROKER, CALLBACK_SECRET, METRICS
 from talicada.events import report as reports
 from talicada.events.signing import SignatureError, verify
 from talicada.schema import messages as msg
@@ -33,6 +33,7 @@ async def callback(request: web.Request) -> web.Response:
         verify(request.app[CALLBACK_SECRET], request.headers, body, time.time())
     except SignatureError as error:
         log.warning("callback.rejected", session=uuid, reason=str(error))
+        request.app[METRICS].callbacks.labels("unsigned").inc()
         item = msg.make(msg.INVALID_FIELD, path="X-Talicada-Signature", reason=str(error))
         return respond(request, {"messages": [item]}, status=401, root="error")
     try:
@@ -44,7 +45,9 @@ async def callback(request: web.Request) -> web.Response:
     try:
         result = await request.app[BROKER].driver.apply(uuid, report)
     except ReportRefused as error:
+        request.app[METRICS].callbacks.labels("refused").inc()
         raise Conflict([msg.make(msg.INVALID_FIELD, path="component", reason=str(error))]) from None
+    request.app[METRICS].callbacks.labels(result).inc()
     if result == "missing":
         raise NotFound([msg.make(msg.NOT_FOUND, what="session", uuid=uuid)])
     log.info(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
+from talicada.broker.auth import Tokens
 from talicada.schema import codec
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
@@ -124,7 +125,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(request, 500, [item])
 
 
-def auth_middleware(tokens: Any, open_paths: frozenset[str]) -> Any:
+def auth_middleware(tokens: Tokens | None, open_paths: frozenset[str]) -> Middleware:
     """Resolve the caller from a bearer token; 401 unless the path is open."""
 
     @web.middleware

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from talicada.broker.metrics import Metrics
 from talicada.broker.notify import Notifier
 from talicada.broker.service import Broker
 from talicada.settings import Settings
@@ -22,6 +23,8 @@ class OpenApiDocument:
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
+#: The broker's Prometheus metrics.
+METRICS = web.AppKey("metrics", Metrics)
 #: The secret that signs worker callbacks.
 CALLBACK_SECRET = web.AppKey("callback_secret", bytes)
 #: Wakes long polls and SSE streams when a session changes.

@@ -9,7 +9,8 @@ from aiohttp import hdrs, web
 
 from talicada import __version__
 from talicada.broker.http import base_url, path_uuid, principal, read_body, respond
-from talicada.broker.keys import BROKER, OPENAPI, SETTINGS, STARTED
+from talicada.broker.keys import BROKER, METRICS, OPENAPI, SETTINGS, STARTED
+from talicada.broker.metrics import exposition
 from talicada.broker.records import LiveSession
 from talicada.broker.render import offerset_doc, session_doc
 from talicada.broker.watch import long_poll
@@ -42,6 +43,7 @@ async def create_offerset(request: web.Request) -> web.Response:
     """Execution request → offer set (200, or 303 with ``Prefer: return=minimal``)."""
     valid = await _valid_request(request)
     view = await request.app[BROKER].request(valid, principal(request))
+    request.app[METRICS].offersets.labels(view.record.result).inc()
     base = _base(request)
     location = f"{base}/offersets/{view.record.uuid}"
     if "return=minimal" in request.headers.get("Prefer", ""):
@@ -225,6 +227,12 @@ async def readyz(request: web.Request) -> web.Response:
         status=200 if ready else 503,
         root="health",
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics of this replica (and the shared streams)."""
+    return await exposition(request.app[METRICS], request.app[BROKER].store.bus)
 
 
 @routes.get("/openapi.json")

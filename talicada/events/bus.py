@@ -137,6 +137,10 @@ class Bus(Protocol):
         """How many messages of ``group`` are delivered but not yet acked."""
         ...
 
+    async def dead_letter_count(self) -> int:
+        """How many dead letters are kept."""
+        ...
+
     async def stream_length(self, stream: str) -> int:
         """How many entries ``stream`` holds (0 when it does not exist)."""
         ...

@@ -276,8 +276,15 @@ class MemoryBus:
         return self._dead[-limit:] if limit > 0 else []
 
     async def pending(self, stream: str, group: str) -> int:
-        """How many messages of ``group`` are delivered but not yet acked."""
-        return len(self._group(stream, group)[1].pending)
+        """How many messages of ``group`` are delivered but not yet acked (0: no group)."""
+        entries = self._streams.get(stream)
+        if entries is None or group not in entries.groups:
+            return 0
+        return len(entries.groups[group].pending)
+
+    async def dead_letter_count(self) -> int:
+        """How many dead letters are kept."""
+        return len(self._dead)
 
     async def stream_length(self, stream: str) -> int:
         """How many entries ``stream`` holds (0 when it does not exist)."""

@@ -273,9 +273,18 @@ class RedisBus:
         return letters
 
     async def pending(self, stream: str, group: str) -> int:
-        """How many messages of ``group`` are delivered but not yet acked."""
-        summary = await self.client.xpending(self.keys.stream(stream), group)
+        """How many messages of ``group`` are delivered but not yet acked (0: no group)."""
+        try:
+            summary = await self.client.xpending(self.keys.stream(stream), group)
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                return 0
+            raise
         return int(summary["pending"])
+
+    async def dead_letter_count(self) -> int:
+        """How many dead letters are kept."""
+        return int(await self.client.xlen(self.keys.dead_letters()))
 
     async def stream_length(self, stream: str) -> int:
         """How many entries ``stream`` holds (0 when it does not exist)."""

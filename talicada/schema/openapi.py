@@ -23,6 +23,7 @@ import msgspec
 import yaml
 
 from talicada import __version__
+from talicada.events.report import Report
 from talicada.schema import model
 from talicada.schema.dialects import DEFAULT_KIND
 from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
@@ -124,13 +125,14 @@ def _session_kind(schemas: dict[str, Any]) -> None:
 
 def component_schemas() -> dict[str, Any]:
     """Every component schema, in the v1.0 wire form, sorted by name."""
-    (_, _, _, update, _), generated = msgspec.json.schema_components(
+    (_, _, _, update, _, _), generated = msgspec.json.schema_components(
         [
             model.ExecutionRequest,
             model.OfferSet,
             model.ExecutionSession,
             model.AnyUpdate,
             MessageItem,
+            Report,
         ],
         ref_template=_REF,
     )
@@ -168,6 +170,36 @@ def _service_schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {"messages": _array(_ref("MessageItem"))},
             "required": ["messages"],
+        },
+        "SessionLog": {
+            "title": "SessionLog",
+            "description": "A session's record: the session, every transition, the output.",
+            "type": "object",
+            "properties": {
+                "session": _ref("ExecutionSession"),
+                "history": _array(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "time": {"type": "string", "format": "date-time"},
+                            "from": {"type": "string"},
+                            "to": {"type": "string"},
+                            "cause": {"type": "string"},
+                            "component": {"type": "string", "format": "uuid"},
+                        },
+                        "required": ["time", "from", "to", "cause"],
+                    }
+                ),
+                "output": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "required": ["session", "history", "output"],
+        },
+        "Callback": {
+            "title": "Callback",
+            "description": "What the broker did with a report: applied, or already applied.",
+            "type": "object",
+            "properties": {"status": {"type": "string", "enum": ["ok", "duplicate"]}},
+            "required": ["status"],
         },
         "SessionList": {
             "title": "SessionList",
@@ -372,6 +404,23 @@ def _list_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _long_poll_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "wait",
+            "in": "query",
+            "description": "Seconds (0–60) to wait while the phase equals `phase` (UWS style).",
+            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+        },
+        {
+            "name": "phase",
+            "in": "query",
+            "description": "The phase to wait out (default: the phase when the request arrives).",
+            "schema": msgspec.json.schema(model.SessionPhase),
+        },
+    ]
+
+
 def _service(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A path item with one GET that anyone may call (no token)."""
     return {"get": _operation(operation_id, summary, "service", responses, secured=False)}
@@ -422,9 +471,10 @@ def _paths() -> dict[str, Any]:
             "parameters": uuid,
             "get": _operation(
                 "getSession",
-                "Read a session (or offer) with its current phase.",
+                "Read a session (or offer); with wait, once its phase is no longer phase.",
                 "sessions",
-                {"200": _ok("The session.", _ref("ExecutionSession")), **_errors("404")},
+                {"200": _ok("The session.", _ref("ExecutionSession")), **_errors("400", "404")},
+                parameters=_long_poll_parameters(),
             ),
             "post": _operation(
                 "updateSession",
@@ -437,6 +487,60 @@ def _paths() -> dict[str, Any]:
                 body="AnyUpdate",
             ),
         },
+        "/sessions/{uuid}/events": {
+            "parameters": uuid,
+            "get": _operation(
+                "streamSessionEvents",
+                "Every transition of the session, past and future, as Server-Sent Events.",
+                "sessions",
+                {
+                    "200": {
+                        "description": "An event stream: 'transition' events for the session, "
+                        "'component' events for its components, each with JSON data "
+                        "{from, to, cause, time[, component]}; it ends after the final phase.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("404"),
+                },
+            ),
+        },
+        "/sessions/{uuid}/log": {
+            "parameters": uuid,
+            "get": _operation(
+                "getSessionLog",
+                "The session's whole record: transitions, messages and the executable's output.",
+                "sessions",
+                {"200": _ok("The record.", _ref("SessionLog")), **_errors("404")},
+            ),
+        },
+        "/callbacks/{uuid}": {
+            "parameters": uuid,
+            "post": {
+                **_operation(
+                    "reportToSession",
+                    "A worker's signed report that a component of the session reached a phase.",
+                    "workers",
+                    {
+                        "200": _ok("Applied, or already applied (a replay).", _ref("Callback")),
+                        "401": {"$ref": "#/components/responses/Unauthorized"},
+                        **_errors("400", "404", "409"),
+                    },
+                    body="Report",
+                    secured=False,
+                ),
+                "security": [{"callbackSignature": []}],
+            },
+        },
+        "/metrics": _service(
+            "getMetrics",
+            "Prometheus metrics: requests, offers, callbacks, stream backlogs, dead letters.",
+            {
+                "200": {
+                    "description": "The Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
         "/capabilities": _service(
             "getCapabilities",
             "Describe the dialects, kinds and platforms this broker supports.",
@@ -496,6 +600,14 @@ def _components() -> dict[str, Any]:
                 "scheme": "bearer",
                 "description": "A token from the broker's token file (not checked in embedded "
                 "mode, where every caller is anonymous).",
+            },
+            "callbackSignature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Talicada-Signature",
+                "description": "Workers sign each report: 'sha256=' and the HMAC-SHA256, with "
+                "the deployment's callback secret, of the X-Talicada-Timestamp value, a dot and "
+                "the body. Reports more than 5 minutes from the broker's clock are refused.",
             },
         },
     }

@@ -1,0 +1,114 @@
+"""Prometheus metrics (DESIGN §9): requests, offers, transitions, callbacks, streams.
+
+Each app has its own registry (tests run several apps in one process). Stream
+figures — length, and events waiting for each worker — are read from the bus
+when ``/metrics`` is scraped, so they are current and cost nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from talicada.events.bus import Bus
+
+#: Stream roles whose backlog is exported, with the consumer group reading each.
+STREAMS = {
+    "prepare-data": "prepare-data",
+    "image-cache": "image-cache",
+    "launch": "launch",
+    "release": "release",
+    "lifecycle": "mqtt",
+}
+
+
+class Metrics:
+    """The broker's metrics, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "talicada_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "talicada_http_request_seconds",
+            "Time to answer an HTTP request, by route.",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60),
+            registry=self.registry,
+        )
+        self.offersets = Counter(
+            "talicada_offersets", "Offer sets made, by result.", ["result"], registry=self.registry
+        )
+        self.callbacks = Counter(
+            "talicada_callbacks",
+            "Worker callbacks, by outcome (ok, duplicate, refused, unsigned, missing).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.stream_length = Gauge(
+            "talicada_stream_length", "Entries in a stream.", ["stream"], registry=self.registry
+        )
+        self.stream_pending = Gauge(
+            "talicada_stream_pending",
+            "Events delivered to a worker group and not yet acknowledged.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "talicada_dead_letters", "Entries in the dead-letter stream.", registry=self.registry
+        )
+
+    async def render(self, bus: Bus) -> bytes:
+        """The exposition text, with stream figures read now."""
+        for stream, group in STREAMS.items():
+            self.stream_length.labels(stream).set(await bus.stream_length(stream))
+            self.stream_pending.labels(stream).set(await bus.pending(stream, group))
+        self.dead_letters.set(await bus.dead_letter_count())
+        return generate_latest(self.registry)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def middleware(metrics: Metrics) -> Middleware:
+    """Count and time every request by its route template (not its uuid)."""
+
+    @web.middleware
+    async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+
+    return measure
+
+
+async def exposition(metrics: Metrics, bus: Bus) -> web.Response:
+    """The ``/metrics`` response."""
+    body = await metrics.render(bus)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
