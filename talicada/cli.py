@@ -57,6 +57,26 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--implementation", help="platform implementation (default: local/none)")
     worker.add_argument("--config", metavar="FILE", help="TOML settings file (TALICADA_CONFIG)")
 
+    events = commands.add_parser("events", help="look at the event streams (operators)")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="WHAT")
+    tail = event_commands.add_parser(
+        "tail",
+        help="follow the event streams as JSON lines",
+        description="Follow events as they are published (Ctrl-C stops). Needs TALICADA_REDIS_URL.",
+    )
+    tail.add_argument(
+        "--stream",
+        action="append",
+        choices=["lifecycle", "prepare-data", "image-cache", "launch", "release"],
+        help="stream to follow (repeatable; default: lifecycle)",
+    )
+    tail.add_argument("--session", help="only events of this session")
+    tail.add_argument("--type", action="append", default=[], help="only events of this type")
+    tail.add_argument("--from-start", action="store_true", help="begin with the oldest kept")
+    tail.add_argument("--count", type=int, help="stop after this many events")
+    tail.add_argument("--dead-letters", action="store_true", help="list the dead letters instead")
+    tail.add_argument("--config", metavar="FILE", help="TOML settings file (TALICADA_CONFIG)")
+
     openapi = commands.add_parser("openapi", help="write or check the generated OpenAPI files")
     openapi.add_argument("--check", action="store_true", help="fail if the files are stale")
     openapi.add_argument("directory", nargs="?", help="where to write (default: ./schema)")
@@ -68,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "worker":
         return _worker(args)
+    if args.command == "events":
+        return _events(args)
     if args.command == "openapi":
         from talicada.schema import openapi
 
@@ -164,6 +186,41 @@ async def _run_worker(name: str, implementation: str | None, settings: Settings)
         )
     finally:
         await client.aclose()
+
+
+def _events(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args.config)
+        if settings.redis_url is None:
+            raise SettingsError("redis_url: following events needs TALICADA_REDIS_URL")
+    except SettingsError as error:
+        print(f"talicada: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_tail(args, settings))
+    return 0
+
+
+async def _tail(args: argparse.Namespace, settings: Settings) -> None:
+    from talicada.events import tail
+    from talicada.events.redis_bus import RedisBus
+
+    assert settings.redis_url
+    bus = await RedisBus.connect(settings.redis_url, prefix=settings.key_prefix)
+    try:
+        if args.dead_letters:
+            await tail.dead_letters(bus, limit=args.count or 100)
+            return
+        await tail.follow(
+            bus,
+            args.stream or ["lifecycle"],
+            session=args.session,
+            types=args.type,
+            from_start=args.from_start,
+            count=args.count,
+            stop=_stop_on_signals(),
+        )
+    finally:
+        await bus.close()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -1,0 +1,84 @@
+"""``talicada events tail``: operators follow the streams, filtered, as JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+
+import redis.asyncio
+
+from talicada.events.envelope import Event
+from talicada.events.redis_bus import RedisBus
+
+
+async def run_cli(redis_url: str, prefix: str, *args: str) -> list[dict[str, object]]:
+    environment = {**os.environ, "TALICADA_REDIS_URL": redis_url, "TALICADA_KEY_PREFIX": prefix}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "talicada",
+        "events",
+        "tail",
+        *args,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode == 0, stderr.decode()
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+async def test_tail_prints_the_events_of_one_session_from_the_start(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    prefix = redis_key_prefix.rstrip(":")
+    bus = RedisBus(redis.asyncio.Redis.from_url(redis_url), prefix=prefix)
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    for session, to in [(mine, "ACCEPTED"), (other, "ACCEPTED"), (mine, "PREPARING")]:
+        body = {"to": to}
+        await bus.publish("lifecycle", Event.new("session.transition", session, body=body))
+    await bus.publish("launch", Event.new("executable.launch", mine))
+    lines = await run_cli(
+        redis_url,
+        prefix,
+        "--from-start",
+        "--session",
+        mine,
+        "--count",
+        "2",
+        "--stream",
+        "lifecycle",
+    )
+    assert [line["event"]["body"]["to"] for line in lines] == ["ACCEPTED", "PREPARING"]  # type: ignore[index]
+    assert {line["stream"] for line in lines} == {"lifecycle"}
+    launched = await run_cli(
+        redis_url,
+        prefix,
+        "--from-start",
+        "--stream",
+        "launch",
+        "--type",
+        "executable.launch",
+        "--count",
+        "1",
+    )
+    assert launched[0]["event"]["session"] == mine  # type: ignore[index]
+    await bus.close()
+
+
+async def test_tail_lists_dead_letters_with_their_reason(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    prefix = redis_key_prefix.rstrip(":")
+    bus = RedisBus(redis.asyncio.Redis.from_url(redis_url), prefix=prefix)
+    await bus.ensure_group("launch", "launch")
+    await bus.publish("launch", Event.new("executable.launch", str(uuid.uuid4())))
+    (delivery,) = await bus.receive("launch", "launch", "test", count=1)
+    await bus.dead_letter(delivery, "launch", "the platform is on fire")
+    lines = await run_cli(redis_url, prefix, "--dead-letters")
+    assert [line["reason"] for line in lines] == ["the platform is on fire"]
+    await bus.close()
