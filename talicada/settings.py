@@ -83,6 +83,9 @@ class PlatformSettings(_Frozen, frozen=True):
     memory: PositiveInt = 16
     max_cores: PositiveInt | None = None
     max_memory: PositiveInt | None = None
+    #: Longest session (seconds) the platform books: a calendar booking touches
+    #: every slot it covers, so this bounds the work one request can cause.
+    max_duration: Annotated[float, Meta(gt=0)] = 7 * 24 * 3600.0
     #: Price per core-hour; when set the planner honours cost maxima.
     core_hour_price: Annotated[float, Meta(ge=0)] | None = None
     preparation: Preparation = msgspec.field(default_factory=Preparation)

@@ -15,6 +15,7 @@ import pytest
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
+from talicada.schema.iso8601 import parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
 from talicada.schema.model import (
     AnyUpdate,
@@ -25,7 +26,7 @@ from talicada.schema.model import (
 from talicada.schema.validation import ValidRequest, parse_request
 from talicada.settings import PlatformSettings, load
 
-SMALL = PlatformSettings(name="small", cores=4, memory=8)
+SMALL = PlatformSettings(name="small", cores=4, memory=8, max_duration=100 * 86400)
 
 
 class FakeClock:
@@ -338,3 +339,38 @@ async def test_a_year_wide_start_interval_is_planned_within_the_horizon(store: S
         valid(ping(cores=(1, 1), start="2030-01-01T12:00:00Z/P366D"), clock), "alice"
     )
     assert view.record.result == "NO"
+
+
+async def test_resizing_a_running_session_moves_the_timer_that_ends_it(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"  # PREPARING: the window-end timer is set
+    await broker.update(uuid, "alice", duration_update("PT2H"))
+    available = view.offers[0].record.session.schedule.available.start  # type: ignore[union-attr]
+    start = parse_interval(available or "").start
+    old_end = int((start + timedelta(minutes=10)).timestamp() * 1000)
+    new_end = int((start + timedelta(hours=2)).timestamp() * 1000)
+    assert f"window-end:{uuid}" not in await store.claim_due(old_end + 1000, 1, 100)
+    assert f"window-end:{uuid}" in await store.claim_due(new_end, 1, 100)
+
+
+async def test_a_session_longer_than_the_platform_books_is_a_no(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    long = {**ping(), "schedule": {"requested": {"duration": "P101D"}}}
+    view = await broker.request(valid(long, clock), "alice")
+    assert view.record.result == "NO"
+    assert view.record.messages[0].kind == "urn:talicada:error:duration-limit"
+
+
+async def test_a_huge_integer_duration_update_is_a_400_not_an_overflow(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    huge = IntegerDeltaUpdate(path="schedule.available.duration", delta=10**15)
+    with pytest.raises(RequestInvalid) as refused:
+        await broker.update(view.record.offers[0], "alice", huge)
+    assert refused.value.messages[0].values["path"] == "delta"

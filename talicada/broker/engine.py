@@ -64,6 +64,14 @@ class ReportRefused(Exception):
     """A worker report that cannot apply (unknown component, backwards move)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Rebook:
+    """Move the end of the session's booking to slot ``last``, if ``capacity`` allows."""
+
+    last: int
+    capacity: tuple[int, int]
+
+
 @dataclass
 class Change:
     """Everything one step does, committed atomically by the store."""
@@ -74,6 +82,7 @@ class Change:
     events: list[tuple[str, Event]] = field(default_factory=list)
     add_timers: dict[str, int] = field(default_factory=dict)
     drop_timers: list[str] = field(default_factory=list)
+    rebook: Rebook | None = None
 
     @property
     def final(self) -> bool:

@@ -16,6 +16,7 @@ import urllib.parse
 from datetime import timedelta
 
 from talicada.schema import messages as msg
+from talicada.schema.iso8601 import format_duration
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import AnyData, SimpleDataResource, SkaoDataResource, kind_of
 from talicada.schema.validation import ValidRequest
@@ -50,6 +51,15 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
                     requested=low,
                 )
             )
+    if valid.duration is not None and valid.duration.total_seconds() > platform.max_duration:
+        reasons.append(
+            msg.make(
+                msg.DURATION_LIMIT,
+                platform=platform.name,
+                limit=format_duration(timedelta(seconds=platform.max_duration)),
+                requested=format_duration(valid.duration),
+            )
+        )
     for index, item in enumerate(valid.request.data):
         for reason in _data_reasons(platform, item, f"data[{index}]"):
             # Ten items of one unsupported kind are one reason, not ten.

@@ -16,9 +16,10 @@ import msgspec
 import structlog
 
 from talicada import constants
-from talicada.broker import lifecycle, platforms, updates
+from talicada.broker import engine, lifecycle, platforms, updates
 from talicada.broker.calendar import Slots
 from talicada.broker.driver import Driver
+from talicada.broker.engine import Change, Rebook
 from talicada.broker.offers import NewId, build_offer, new_uuid
 from talicada.broker.planner import Demand, Window, plan, search_range
 from talicada.broker.records import (
@@ -328,33 +329,30 @@ class Broker:
 
     async def resize(self, uuid: str, owner: str, change: updates.Resize) -> LiveSession:
         """Make the caller's session's available window longer or shorter."""
-        now = self.clock()
-        live = await self.session(uuid, owner)
-        record = live.record
-        schedule = record.session.schedule
-        if live.phase not in RESIZABLE or schedule is None:
-            raise Conflict([msg.make(msg.SCHEDULE_FIXED, uuid=uuid, phase=live.phase)])
-        new_record = updates.resized(record, schedule, change, now, self.slots)
-        platform = self.platforms[record.platform]
-        outcome = await self.store.resize(
-            uuid, RESIZABLE, new_record, (platform.cores, platform.memory)
-        )
-        if outcome.status == "full":
-            raise Conflict(
-                [
-                    msg.make(
-                        msg.NO_ROOM,
-                        platform=platform.name,
-                        uuid=uuid,
-                        duration=new_record.session.schedule.available.duration,  # type: ignore[union-attr]
-                    )
-                ]
+        await self.session(uuid, owner)
+        platform: PlatformSettings | None = None
+
+        def step(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change:
+            nonlocal platform
+            schedule = record.session.schedule
+            if phase not in RESIZABLE or schedule is None:
+                raise Conflict([msg.make(msg.SCHEDULE_FIXED, uuid=uuid, phase=phase)])
+            platform = self.platforms[record.platform]
+            resized = updates.resized(record, schedule, change, now, self.slots, platform)
+            result = Change(
+                record=resized,
+                phase=phase,
+                rebook=Rebook(resized.booking.last, (platform.cores, platform.memory)),
             )
-        if not outcome.ok:
-            raise Conflict(
-                [msg.make(msg.SCHEDULE_FIXED, uuid=uuid, phase=outcome.phase or live.phase)]
-            )
-        log.info("session.resized", session=uuid, last_slot=new_record.booking.last)
+            if phase in ("PREPARING", "AVAILABLE", "RUNNING"):
+                # The booked end moved, so the timer that enforces it moves too.
+                result.add_timers[f"window-end:{uuid}"] = _ms(engine.window_end(resized))
+            return result
+
+        if await self.driver.advance(uuid, step) == "full":
+            assert platform is not None
+            raise Conflict([msg.make(msg.NO_ROOM, platform=platform.name, uuid=uuid)])
+        log.info("session.resized", session=uuid)
         return await self.session(uuid, owner)
 
     async def update_phase(

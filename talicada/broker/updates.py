@@ -29,6 +29,7 @@ from talicada.schema.model import (
     SessionPhase,
     StringValueUpdate,
 )
+from talicada.settings import PlatformSettings
 
 DURATION_PATH: Final = "schedule.available.duration"
 #: Units an integer duration update may name, in seconds; seconds by default.
@@ -103,6 +104,20 @@ def interpret(update: AnyUpdate) -> Intent:
 
 
 def _resize(update: AnyUpdate) -> Resize:
+    # Integers are bounded before they become durations: a client's 10**15 is
+    # a 400, not an overflow.
+    if isinstance(update, IntegerValueUpdate | IntegerDeltaUpdate):
+        amount = update.value if isinstance(update, IntegerValueUpdate) else update.delta
+        if abs(amount) * _seconds(update.units) > LONGEST.total_seconds():
+            raise RequestInvalid(
+                [
+                    msg.make(
+                        msg.INVALID_FIELD,
+                        path="value" if isinstance(update, IntegerValueUpdate) else "delta",
+                        reason="more than 366 days",
+                    )
+                ]
+            )
     if isinstance(update, StringValueUpdate):
         try:
             return Resize(duration=iso8601.parse_duration(update.value))
@@ -134,7 +149,12 @@ def check_duration(duration: timedelta) -> None:
 
 
 def resized(
-    record: SessionRecord, schedule: Schedule, change: Resize, now: datetime, slots: Slots
+    record: SessionRecord,
+    schedule: Schedule,
+    change: Resize,
+    now: datetime,
+    slots: Slots,
+    platform: PlatformSettings,
 ) -> SessionRecord:
     """``record`` with its available window (and booking) changed as ``change`` asks."""
     assert schedule.available is not None
@@ -145,6 +165,10 @@ def resized(
     available = iso8601.parse_interval(schedule.available.start).start
     duration = change.applied_to(iso8601.parse_duration(schedule.available.duration))
     check_duration(duration)
+    if duration.total_seconds() > platform.max_duration:
+        limit = iso8601.format_duration(timedelta(seconds=platform.max_duration))
+        reason = f"platform {platform.name} books at most {limit} per session"
+        raise Conflict([msg.make(msg.INVALID_FIELD, path="value", reason=reason)])
     end = available + duration
     if end < now:
         reason = f"the window would have ended at {iso8601.format_instant(end)}"

@@ -58,6 +58,10 @@ RESOURCE_LIMIT: Final = (
     "platform {platform} offers at most {limit} {resource} per session; "
     "the request needs at least {requested}",
 )
+DURATION_LIMIT: Final = (
+    "error:duration-limit",
+    "platform {platform} books at most {limit} per session; the request asks for {requested}",
+)
 UNREACHABLE_DATA: Final = (
     "error:unreachable-data",
     "platform {platform} cannot fetch {path}: {reason}",
@@ -86,7 +90,7 @@ SCHEDULE_FIXED: Final = (
 )
 NO_ROOM: Final = (
     "error:no-room",
-    "platform {platform} has no room to make session {uuid} last {duration}",
+    "platform {platform} has no room to make session {uuid} last that long",
 )
 UNSUPPORTED_UPDATE: Final = ("error:unsupported-update", "{path}: {reason}")
 COMPONENT_MESSAGE: Final = ("info:component", "{component}: {text}")

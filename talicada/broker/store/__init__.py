@@ -81,19 +81,6 @@ class Store(Protocol):
         only when the offer's expiry is at or before ``due`` (epoch ms).
         """
 
-    async def resize(
-        self,
-        uuid: str,
-        sources: Collection[SessionPhase],
-        record: SessionRecord,
-        capacity: tuple[int, int],
-    ) -> Outcome:
-        """Replace a session's record with ``record`` whose booking ends elsewhere.
-
-        Only from one of ``sources``. Slots the booking gains must have room
-        (else status ``full``, nothing changed); slots it loses are freed.
-        """
-
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
         """A session with its version, for a later :meth:`commit`."""
 
@@ -102,7 +89,8 @@ class Store(Protocol):
 
         Returns ``ok``; ``stale`` when the session changed since ``version`` was
         read (load again and recompute); ``duplicate`` when ``delivery`` was
-        already applied; ``missing``. A final phase frees the booking.
+        already applied; ``full`` when ``change.rebook`` needs room the calendar
+        does not have (nothing written); ``missing``. A final phase frees the booking.
         """
 
     async def history(self, uuid: str) -> list[Transition]:

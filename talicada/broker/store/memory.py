@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
 from talicada.broker.calendar import Entry, Usage
-from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
+from talicada.broker.engine import LIFECYCLE, Change, Rebook, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -198,32 +198,22 @@ class MemoryStore:
         self._timers.pop(f"expire:{uuid}", None)
         self._calendars[self._sessions[uuid].platform].free(uuid)
 
-    async def resize(
-        self,
-        uuid: str,
-        sources: Collection[SessionPhase],
-        record: SessionRecord,
-        capacity: tuple[int, int],
-    ) -> Outcome:
-        current = self._sessions.get(uuid)
-        if current is None:
-            return Outcome("missing")
-        phase = self._phases[uuid]
-        calendar = self._calendars[current.platform]
-        if phase not in sources or uuid not in calendar.entries:
-            return Outcome("phase", phase)
+    def _rebook(self, uuid: str, rebook: Rebook) -> bool:
+        """Move the end of the booking; False (nothing changed) when there is no room."""
+        calendar = self._calendars[self._sessions[uuid].platform]
+        if uuid not in calendar.entries:
+            return True
         state, entry = calendar.entries[uuid]
-        last = record.booking.last
-        if last > entry.last:
-            gained = Entry(entry.platform, entry.last, last, entry.cores, entry.memory)
-            if not calendar.fits(gained, capacity, None):
-                return Outcome("full", phase)
+        if rebook.last > entry.last:
+            gained = Entry(entry.platform, entry.last, rebook.last, entry.cores, entry.memory)
+            if not calendar.fits(gained, rebook.capacity, None):
+                return False
         calendar.free(uuid)
-        calendar.add(uuid, Entry(entry.platform, entry.first, last, entry.cores, entry.memory))
+        calendar.add(
+            uuid, Entry(entry.platform, entry.first, rebook.last, entry.cores, entry.memory)
+        )
         calendar.entries[uuid] = (state, calendar.entries[uuid][1])
-        self._sessions[uuid] = record
-        self._versions[uuid] += 1
-        return Outcome("ok", phase)
+        return True
 
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
         record = self._sessions.get(uuid)
@@ -238,6 +228,8 @@ class MemoryStore:
             return "duplicate"
         if self._versions[uuid] != version:
             return "stale"
+        if change.rebook is not None and not self._rebook(uuid, change.rebook):
+            return "full"
         self._sessions[uuid] = change.record
         self._phases[uuid] = change.phase
         self._history[uuid].extend(change.history)

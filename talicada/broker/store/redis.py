@@ -79,7 +79,6 @@ class RedisStore:
         self._accept = client.register_script(_script("accept"))
         self._finish = client.register_script(_script("finish"))
         self._claim = client.register_script(_script("claim_due"))
-        self._resize = client.register_script(_script("resize"))
 
     @classmethod
     async def connect(cls, url: str, *, prefix: str = "talicada") -> RedisStore:
@@ -243,27 +242,6 @@ class RedisStore:
         ]
         return _outcome(await self._run(self._finish, keys, args))
 
-    async def resize(
-        self,
-        uuid: str,
-        sources: Collection[SessionPhase],
-        record: SessionRecord,
-        capacity: tuple[int, int],
-    ) -> Outcome:
-        keys = [
-            self.keys.session(uuid),
-            self.keys.calendar_usage(record.platform),
-            self.keys.calendar_entries(record.platform),
-        ]
-        args = [
-            uuid,
-            " ".join(sorted(sources)),
-            record.booking.last,
-            _record_encoder.encode(record),
-            *capacity,
-        ]
-        return _outcome(await self._run(self._resize, keys, args))
-
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
         phase, doc, version = await self.client.hmget(
             self.keys.session(uuid), ["phase", "doc", "v"]
@@ -294,6 +272,7 @@ class RedisStore:
             self.maxlen,
             constants.STREAM_FIELD,
             uuid,
+            *((change.rebook.last, *change.rebook.capacity) if change.rebook else ("", 0, 0)),
             len(change.history),
             *(_transition_encoder.encode(item) for item in change.history),
             len(change.add_timers),

@@ -5,10 +5,13 @@
 -- KEYS: session, history, applied deliveries, timers, usage, entries,
 --       then one stream key per event.
 -- ARGV: expected version, phase, record, delivery ('' = none), final ('1'/'0'),
---       retention ms, stream maxlen, stream field, session uuid, history count, records...,
+--       retention ms, stream maxlen, stream field, session uuid,
+--       new last booking slot ('' = unchanged), capacity cores, capacity memory,
+--       history count, records...,
 --       timers-to-add count, (name, due ms)..., timers-to-drop count, names...,
 --       then one event payload per stream key.
--- Returns 'ok', 'stale' (version moved on), 'duplicate' (delivery applied) or 'missing'.
+-- Returns 'ok', 'stale' (version moved on), 'duplicate' (delivery applied),
+-- 'full' (the booking cannot grow: nothing written) or 'missing'.
 local session, history, applied, timers, usage, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', session) == 0 then return 'missing' end
 local delivery = ARGV[4]
@@ -16,9 +19,13 @@ if delivery ~= '' and redis.call('SISMEMBER', applied, delivery) == 1 then retur
 if tonumber(redis.call('HGET', session, 'v') or '0') ~= tonumber(ARGV[1]) then return 'stale' end
 
 local retention, maxlen, field = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+if ARGV[10] ~= '' and not rebook(usage, entries, ARGV[9], tonumber(ARGV[10]),
+    tonumber(ARGV[11]), tonumber(ARGV[12])) then
+  return 'full'
+end
 redis.call('HSET', session, 'phase', ARGV[2], 'doc', ARGV[3])
 redis.call('HINCRBY', session, 'v', 1)
-local i = 10
+local i = 13
 local count = tonumber(ARGV[i]); i = i + 1
 for _ = 1, count do redis.call('RPUSH', history, ARGV[i]); i = i + 1 end
 count = tonumber(ARGV[i]); i = i + 1

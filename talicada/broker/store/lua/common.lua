@@ -35,3 +35,28 @@ local function finish_session(session, history, timers, usage, entries, uuid, ta
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)
 end
+
+-- Move the end of a booking to slot new_last: slots gained must have room
+-- (false when they do not, nothing changed); slots lost are freed.
+local function rebook(usage, entries, uuid, new_last, cap_cores, cap_memory)
+  local entry = redis.call('HGET', entries, uuid)
+  if not entry then return true end
+  local state, first, last, cores, memory = string.match(entry, '^(%a)|(-?%d+)|(-?%d+)|(%d+)|(%d+)$')
+  first, last, cores, memory = tonumber(first), tonumber(last), tonumber(cores), tonumber(memory)
+  for slot = last, new_last - 1 do
+    local used = redis.call('HMGET', usage, 'c' .. slot, 'm' .. slot)
+    if tonumber(used[1] or 0) + cores > cap_cores or tonumber(used[2] or 0) + memory > cap_memory then
+      return false
+    end
+  end
+  for slot = last, new_last - 1 do
+    redis.call('HINCRBY', usage, 'c' .. slot, cores)
+    redis.call('HINCRBY', usage, 'm' .. slot, memory)
+  end
+  for slot = new_last, last - 1 do
+    if redis.call('HINCRBY', usage, 'c' .. slot, -cores) <= 0 then redis.call('HDEL', usage, 'c' .. slot) end
+    if redis.call('HINCRBY', usage, 'm' .. slot, -memory) <= 0 then redis.call('HDEL', usage, 'm' .. slot) end
+  end
+  redis.call('HSET', entries, uuid, table.concat({state, first, new_last, cores, memory}, '|'))
+  return true
+end
