@@ -1,0 +1,1 @@
+"""Benchmark scripts (run them as files: see README.md); not part of the package."""
