@@ -82,4 +82,5 @@ def fast_consumer(
         on_dead_letter=on_dead_letter,
         block_ms=50,
         retry_base=timedelta(milliseconds=20),
+        heartbeat=timedelta(milliseconds=RECLAIM_MS / 3),
     )

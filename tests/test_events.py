@@ -375,3 +375,25 @@ async def test_the_memory_bus_reclaims_exactly_after_the_idle_time_on_its_clock(
     now[0] += 0.001
     (again,) = await bus.receive("work", "workers", "alive")
     assert again.deliveries == 2
+
+
+async def test_a_handler_longer_than_the_reclaim_idle_time_keeps_its_message(
+    bus: AnyBus,
+) -> None:
+    # Given two consumers in one group and a handler three reclaim periods long
+    runs: list[str] = []
+
+    async def slow(delivery: Delivery) -> None:
+        runs.append(delivery.message_id)
+        await asyncio.sleep(3 * RECLAIM_MS / 1000)
+
+    await bus.ensure_group("work", "workers")
+    first = fast_consumer(bus, slow, name="c1")
+    second = fast_consumer(bus, slow, name="c2")
+    async with running(first), running(second):
+        await bus.publish("work", event(1))
+        await wait_until(lambda: first.stats.processed + second.stats.processed == 1)
+        await asyncio.sleep(2 * RECLAIM_MS / 1000)
+    # Then it ran once: the heartbeat kept the other consumer from reclaiming it
+    assert len(runs) == 1
+    assert await bus.pending("work", "workers") == 0

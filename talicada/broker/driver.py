@@ -19,7 +19,7 @@ import structlog
 
 from talicada import constants
 from talicada.broker import engine
-from talicada.broker.components import add_messages, set_progress
+from talicada.broker.components import add_messages, components, set_progress
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, Transition
 from talicada.broker.store import Store
@@ -68,6 +68,8 @@ class Driver:
         """Apply a worker's report (already authenticated): see :meth:`advance`."""
 
         def step(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change:
+            if all(part.uuid != report.component for part in components(record.session)):
+                raise engine.ReportRefused(f"session {uuid} has no component {report.component}")
             record = _with_results(record, report, now)
             return engine.report(record, phase, now, report.component, report.phase, report.message)
 

@@ -115,10 +115,12 @@ def window_end(record: SessionRecord) -> datetime:
 
 
 def lifecycle_event(session: str, transition: Transition) -> Event:
-    """The observers' event for one session transition."""
+    """The observers' event for one transition of a session or of one of its components."""
+    kind = "component.transition" if transition.component else "session.transition"
     return Event.new(
-        "session.transition",
+        kind,
         session,
+        component=transition.component,
         body={
             "from": transition.source,
             "to": transition.target,
@@ -170,15 +172,17 @@ class _Builder:
             self.change.record,
             session=with_phase(self.change.record.session, component.uuid, phase, item),
         )
-        self.change.history.append(
-            Transition(
-                time=self.time,
-                source=component.phase,
-                target=phase,
-                cause=cause,
-                component=component.uuid,
-            )
+        transition = Transition(
+            time=self.time,
+            source=component.phase,
+            target=phase,
+            cause=cause,
+            component=component.uuid,
         )
+        self.change.history.append(transition)
+        # Observers (SSE, long polls) hear of component changes too; MQTT
+        # publishes session transitions only.
+        self.change.events.append((LIFECYCLE, lifecycle_event(self.change.record.uuid, transition)))
 
     def components(self) -> list[Component]:
         return components(self.change.record.session)

@@ -76,6 +76,8 @@ class MqttPublisher:
         """Publish lifecycle events on ``client`` until ``done`` is set."""
 
         async def publish(delivery: Delivery) -> None:
+            if delivery.event.type != "session.transition":
+                return  # component changes are in the session's log and SSE stream
             topic = TOPIC.format(session=delivery.event.session)
             try:
                 await client.publish(topic, payload(delivery), qos=1, retain=True)

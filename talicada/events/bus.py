@@ -121,6 +121,10 @@ class Bus(Protocol):
         """The acknowledgement point: call only once the effect is recorded."""
         ...
 
+    async def touch(self, delivery: Delivery, group: str, consumer: str) -> None:
+        """Restart the message's idle time, so no one reclaims it while it is handled."""
+        ...
+
     async def retry_later(self, delivery: Delivery, group: str, delay_ms: int) -> None:
         """Keep the message pending, hidden for ``delay_ms``, then receivable again."""
         ...

@@ -70,6 +70,8 @@ class Consumer:
             long a stop waits for the receive in progress.
         retry_base: First retry delay (doubling per delivery).
         retry_max: Longest retry delay.
+        heartbeat: How often a message being handled is touched; a third of the
+            bus's reclaim idle time keeps it from being reclaimed.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Consumer:
         block_ms: int = int(constants.STREAM_BLOCK.total_seconds() * 1000),
         retry_base: timedelta = constants.RETRY_BASE,
         retry_max: timedelta = constants.RETRY_MAX,
+        heartbeat: timedelta = constants.RECLAIM_IDLE / 3,
     ) -> None:
         if concurrency < 1 or max_deliveries < 1:
             raise ValueError("concurrency and max_deliveries must be at least 1")
@@ -100,6 +103,7 @@ class Consumer:
         self.block_ms = block_ms
         self.retry_base = retry_base
         self.retry_max = retry_max
+        self.heartbeat = heartbeat
         self.stats = ConsumerStats()
         # Resolved per consumer, not per module: a logger cached at import would
         # ignore configuration made later (and structlog.testing.capture_logs).
@@ -167,6 +171,9 @@ class Consumer:
                 await self._give_up(delivery, log, reason)
                 return
             log.info("event.received")
+            # A long handler keeps its message: without this, after the reclaim
+            # idle time another consumer would start the same work again.
+            heartbeat = asyncio.create_task(self._keep(delivery))
             try:
                 await self.handler(delivery)
             except Exception as exc:
@@ -177,6 +184,8 @@ class Consumer:
                     await self._give_up(delivery, log, reason)
             else:
                 await self._ack(delivery, log)
+            finally:
+                heartbeat.cancel()
         except Exception:
             # The bus failed while settling: the message stays pending and is
             # reclaimed later, which is the at-least-once promise.
@@ -184,6 +193,16 @@ class Consumer:
         finally:
             self.stats.in_flight -= 1
             slot.release()
+
+    async def _keep(self, delivery: Delivery) -> None:
+        """Touch the message every third of the reclaim idle time while it is handled."""
+        period = self.heartbeat.total_seconds()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.bus.touch(delivery, self.group, self.consumer_name)
+            except Exception:  # the next touch may work; reclaim is the fallback
+                self._log.warning("event.touch_failed", message_id=delivery.message_id)
 
     async def _ack(self, delivery: Delivery, log: _Logger) -> None:
         """The named acknowledgement point: the handler returned, its effect is recorded."""

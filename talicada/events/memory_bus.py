@@ -231,6 +231,14 @@ class MemoryBus:
         _, state = self._group(delivery.stream, group)
         state.pending.pop(_parse(delivery.message_id), None)
 
+    async def touch(self, delivery: Delivery, group: str, consumer: str) -> None:
+        """Restart the message's idle time: its handler is still working on it."""
+        _, state = self._group(delivery.stream, group)
+        pending = state.pending.get(_parse(delivery.message_id))
+        if pending is not None:
+            pending.consumer = consumer
+            pending.visible_at = self._clock() + self.reclaim_idle_ms / 1000
+
     async def retry_later(self, delivery: Delivery, group: str, delay_ms: int) -> None:
         """Hide the pending message for ``delay_ms``; it is then receivable again."""
         _, state = self._group(delivery.stream, group)

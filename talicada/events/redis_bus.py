@@ -200,6 +200,18 @@ class RedisBus:
         """Forget the message for ``group``: it will not be delivered again."""
         await self.client.xack(self.keys.stream(delivery.stream), group, delivery.message_id)
 
+    async def touch(self, delivery: Delivery, group: str, consumer: str) -> None:
+        """Restart the message's idle time: its handler is still working on it."""
+        # JUSTID: reset the idle time without counting another delivery.
+        await self.client.xclaim(
+            self.keys.stream(delivery.stream),
+            group,
+            consumer,
+            0,
+            [delivery.message_id],
+            justid=True,
+        )
+
     async def retry_later(self, delivery: Delivery, group: str, delay_ms: int) -> None:
         """Hide the pending message for ``delay_ms``; it is then receivable again."""
         await self._retry(

@@ -57,6 +57,8 @@ _PARTS: Final[dict[str, Any]] = {
     "metrics": Metrics,
 }
 _SHA256: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: Injected test failures are for validation suites: they come within a day.
+LONGEST_FAIL_AFTER: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +241,11 @@ class _Rules:
                 )
         if isinstance(executable, Ping | Delay | Checksum) and executable.fail is not None:
             after = self._duration(executable.fail.after, "executable.fail.after")
-            if after is not None:
+            if after is not None and after > LONGEST_FAIL_AFTER:
+                self.problems.append(
+                    _field("executable.fail.after", "an injected failure comes within a day")
+                )
+            elif after is not None:
                 fail_after[executable.fail.phase] = after
         if isinstance(executable, DockerContainer):
             digest = executable.image.digest

@@ -25,8 +25,14 @@ def none(context: WorkerContext) -> Handler:
         executable = msgspec.convert(event.body["executable"], AnyExecutable)
         fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
         if fail is not None and fail.phase == "PREPARING":
-            await asyncio.sleep(parse_duration(fail.after).total_seconds())
-            await context.reporter.report(event, event.component, "FAILED", message=fail.message)
+            # Fail later, off the stream: a long ``after`` must not hold the event.
+            component, after, message = event.component, fail.after, fail.message
+
+            async def fail_later() -> None:
+                await asyncio.sleep(parse_duration(after).total_seconds())
+                await context.reporter.report(event, component, "FAILED", message=message)
+
+            context.spawn(fail_later())
             return
         await context.reporter.report(event, event.component, "AVAILABLE")
 

@@ -21,7 +21,7 @@ import structlog
 
 from talicada.events.bus import Delivery
 from talicada.schema.iso8601 import parse_duration
-from talicada.schema.model import AnyExecutable, Checksum, Delay, Ping
+from talicada.schema.model import AnyExecutable, Checksum, ComponentPhase, Delay, Ping
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import Handler, WorkerContext
 
@@ -70,10 +70,20 @@ def release(context: WorkerContext) -> Handler:
         fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
         components: list[str] = list(event.body.get("components", []))
         normal = event.body.get("phase") == "RELEASING"
+        outcome: ComponentPhase = "COMPLETED" if normal else "CANCELLED"
         if fail is not None and fail.phase == "RELEASING" and normal and components:
-            await asyncio.sleep(parse_duration(fail.after).total_seconds())
-            await context.reporter.report(event, components[0], "FAILED", message=fail.message)
+            # Fail later, off the stream: a long ``after`` must not hold the event.
+            after, message = fail.after, fail.message
+
+            async def fail_later() -> None:
+                await asyncio.sleep(parse_duration(after).total_seconds())
+                await context.reporter.report(event, components[0], "FAILED", message=message)
+                for component in components[1:]:
+                    await context.reporter.report(event, component, outcome)
+
+            context.spawn(fail_later())
+            return
         for component in components:
-            await context.reporter.report(event, component, "COMPLETED" if normal else "CANCELLED")
+            await context.reporter.report(event, component, outcome)
 
     return handle

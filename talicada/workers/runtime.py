@@ -159,6 +159,7 @@ async def run_worker(
             concurrency=settings.worker_concurrency,
             max_deliveries=settings.max_deliveries,
             retry_base=timedelta(seconds=settings.retry_base),
+            heartbeat=timedelta(seconds=settings.reclaim_idle / 3),
             on_dead_letter=dead_letter,
         )
         log.info("worker.started", worker=name, stream=stream, consumer=consumer_name(name))
