@@ -33,6 +33,9 @@ TIMER_POLL = timedelta(milliseconds=200)
 #: A replica that claims a due timer has this long to apply it before another
 #: replica may claim it again (covers a replica dying mid-way).
 TIMER_LEASE = timedelta(seconds=30)
+#: How long a release may take before the session is ended without it (its
+#: live components FAILED), so a lost release can never hold a booking.
+RELEASE_DEADLINE = timedelta(minutes=10)
 #: Longest a GET /sessions/{uuid}?wait=S long poll may wait.
 MAX_LONG_POLL = timedelta(seconds=60)
 #: Finished sessions are kept this long (their record is the provenance).

@@ -12,9 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from talicada import constants
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
+from talicada.events.report import Report
 from talicada.schema.iso8601 import parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
 from talicada.schema.model import (
@@ -374,3 +376,31 @@ async def test_a_huge_integer_duration_update_is_a_400_not_an_overflow(store: St
     with pytest.raises(RequestInvalid) as refused:
         await broker.update(view.record.offers[0], "alice", huge)
     assert refused.value.messages[0].values["path"] == "delta"
+
+
+async def test_a_release_that_never_finishes_ends_the_session_at_its_deadline(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"
+    live = await broker.session(uuid, "alice")
+    executable = live.record.session.executable.meta
+    assert executable is not None
+    assert executable.uuid is not None
+    # Given the executable finished and the session is RELEASING, with no release worker
+    done = Report(delivery="d1", event="e1", component=executable.uuid, phase="COMPLETED")
+    assert await broker.driver.apply(uuid, done) == "ok"
+    assert (await broker.session(uuid, "alice")).phase == "RELEASING"
+    assert await store.entries("small") != []
+    # When the release deadline passes
+    clock.now += constants.RELEASE_DEADLINE + timedelta(seconds=1)
+    await broker.driver.run_due()
+    # Then the session is FAILED, its live components too, and its booking is free
+    ended = await broker.session(uuid, "alice")
+    assert ended.phase == "FAILED"
+    assert ended.record.session.compute.phase == "FAILED"
+    assert await store.entries("small") == []

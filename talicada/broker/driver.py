@@ -120,6 +120,7 @@ class Driver:
             "start": engine.start,
             "prepare": engine.prepare,
             "window-end": engine.end_of_window,
+            "release-deadline": engine.release_overdue,
         }
         step = steps.get(kind)
         if step is None:

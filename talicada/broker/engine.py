@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
+from talicada import constants
 from talicada.broker import lifecycle
 from talicada.broker.components import (
     INTERACTIVE,
@@ -266,6 +267,25 @@ def _release(build: _Builder, reason: str) -> None:
     )
     uuid = build.change.record.uuid
     build.change.drop_timers += [f"window-end:{uuid}", f"prepare:{uuid}", f"start:{uuid}"]
+    # If the release never completes (its worker is gone, its event dead-lettered),
+    # this timer ends the session anyway, so no booking is held for ever.
+    deadline = build.now + constants.RELEASE_DEADLINE
+    build.change.add_timers[f"release-deadline:{uuid}"] = _ms(deadline)
+
+
+def release_overdue(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:
+    """The release did not finish in time: what is still live is FAILED, and so is the session."""
+    build = _Builder(record, phase, now)
+    cause = "the release did not finish in time"
+    for component in build.components():
+        if component.phase not in COMPONENT_FINAL:
+            build.set_component(component, "FAILED", cause, cause)
+    if phase in lifecycle.LIVE:
+        build.move("FAILED", cause)
+    if not build.change.history:
+        return None
+    build.change.drop_timers.append(f"release-deadline:{record.uuid}")
+    return build.change
 
 
 def report(
@@ -295,6 +315,8 @@ def report(
     if derived != build.change.phase:
         cause = message or f"{found.family} {target.lower()}"
         build.move(derived, cause)
+        if derived == "COMPLETED":
+            build.change.drop_timers.append(f"release-deadline:{record.uuid}")
         if derived == "RELEASING":
             _release(build, "the executable finished")
         elif derived == "FAILED":

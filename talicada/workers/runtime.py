@@ -139,12 +139,13 @@ async def run_worker(
         handler = factory(context)
 
         async def dead_letter(delivery: Delivery, reason: str) -> None:
-            # The message will never be handled: the component it was about failed.
+            # The message will never be handled: the components it was about failed.
             event = delivery.event
-            if event.component is not None:
+            about = [event.component] if event.component else event.body.get("components", [])
+            for component in about:
                 await context.reporter.report(
                     event,
-                    event.component,
+                    str(component),
                     "FAILED",
                     suffix=":dead-letter",
                     message=f"{name} gave up after {delivery.deliveries} deliveries: {reason}",
