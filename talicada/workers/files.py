@@ -4,6 +4,7 @@
     <work_dir>/<session>/mounts/<mount path>/<file> (hard link)      what the task sees
     <work_dir>/<session>/output/stdout, stderr                        kept output
     <work_dir>/<session>/pid                                          the running task
+    <work_dir>/<session>/launched                                     the task was started
     <work_dir>/<session>/released                                     release has begun
 
 Workers of one platform share this directory (one host, or a shared file
@@ -49,6 +50,11 @@ class SessionFiles:
     def pid(self) -> Path:
         """File holding the process id of the running task."""
         return self.root / "pid"
+
+    @property
+    def launched(self) -> Path:
+        """Marker: the task was started (once per session, whatever the redeliveries)."""
+        return self.root / "launched"
 
     @property
     def released(self) -> Path:

@@ -32,6 +32,7 @@ from talicada.schema.model import (
     kind_of,
 )
 from talicada.workers.files import SessionFiles
+from talicada.workers.release import stop_task
 from talicada.workers.runtime import CallbackFailed, Handler, WorkerContext
 from talicada.workers.tasks import TaskSpec, command, parse_result
 
@@ -39,16 +40,6 @@ log = structlog.get_logger("talicada.worker.launch")
 
 #: Bytes of stdout and of stderr sent back with the final report.
 OUTPUT_TAIL = 16 * 1024
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def link_mounts(
@@ -107,10 +98,21 @@ def local(context: WorkerContext) -> Handler:
             )
             return
         files = SessionFiles.of(context.settings.work_dir, event.session)
-        if files.pid.exists() and _alive(int(files.pid.read_text() or 0)):
-            # A redelivered launch: the task already runs; say so again.
+        files.root.mkdir(parents=True, exist_ok=True)
+        if files.released.exists():
+            # Release came first (a cancel, the window's end): nothing may start now.
+            await context.reporter.report(
+                event, event.component, "CANCELLED", message="released before it was launched"
+            )
+            return
+        try:
+            # One launch per session, even when the event is delivered twice.
+            descriptor = os.open(files.launched, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
             await context.reporter.report(event, event.component, "RUNNING")
             return
+        os.write(descriptor, event.id.encode())
+        os.close(descriptor)
         compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
         data = msgspec.convert(event.body["data"], list[AnyData])
         storage = msgspec.convert(event.body["storage"], list[SimpleStorageResource])
@@ -127,6 +129,10 @@ def local(context: WorkerContext) -> Handler:
             )
         files.pid.write_text(str(process.pid))
         log.info("task.started", session=event.session, pid=process.pid, kind=spec.kind)
+        if files.released.exists():
+            # Release began while we started: it may have looked for the pid too
+            # early, so stop the task ourselves (the watcher reports CANCELLED).
+            await stop_task(files)
         context.spawn(_watch(context, event, process, files, paths))
         await context.reporter.report(event, event.component, "RUNNING")
 

@@ -60,8 +60,9 @@ def release(context: WorkerContext) -> Handler:
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
         files = SessionFiles.of(context.settings.work_dir, event.session)
-        if files.root.exists():
-            files.released.touch()
+        # The marker first, then the pid: a launch racing with us sees one or the other.
+        files.root.mkdir(parents=True, exist_ok=True)
+        files.released.touch()
         if await stop_task(files):
             log.info("task.stopped", session=event.session)
         for directory in (files.root / "storage", files.root / "mounts"):

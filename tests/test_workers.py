@@ -1,0 +1,97 @@
+"""Worker handlers on their own: idempotent on redelivery, safe against release races."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from talicada.events.bus import Delivery
+from talicada.events.envelope import Event
+from talicada.events.report import Report
+from talicada.schema.model import Delay, Metadata, SimpleComputeResource
+from talicada.settings import load
+from talicada.workers import launch, release
+from talicada.workers.files import SessionFiles
+from talicada.workers.runtime import Reporter, WorkerContext
+
+
+class Recorder(Reporter):
+    """A reporter that keeps reports instead of sending them."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    async def send(self, session: str, report: Report) -> None:
+        self.reports.append(report)
+
+
+def context(tmp_path: Path) -> tuple[WorkerContext, Recorder]:
+    recorder = Recorder()
+    settings = load(environ={}, work_dir=str(tmp_path))
+    return WorkerContext(settings, recorder, set()), recorder
+
+
+def launch_event(session: str) -> Delivery:
+    executable = Delay(meta=Metadata(uuid="exe"), duration="PT30S")
+    body = {
+        "executable": msgspec.to_builtins(executable),
+        "compute": msgspec.to_builtins(SimpleComputeResource(meta=Metadata(uuid="cpu"))),
+        "storage": [],
+        "data": [],
+    }
+    event = Event.new("executable.launch", session, component="exe", body=body)
+    return Delivery(stream="launch", message_id="1-0", event=event, deliveries=1)
+
+
+def release_event(session: str) -> Delivery:
+    body = {
+        "reason": "cancelled",
+        "phase": "CANCELLED",
+        "components": ["exe", "cpu"],
+        "executable": msgspec.to_builtins(Delay(meta=Metadata(uuid="exe"), duration="PT30S")),
+    }
+    event = Event.new("session.release", session, body=body)
+    return Delivery(stream="release", message_id="2-0", event=event, deliveries=1)
+
+
+async def test_a_launch_delivered_twice_starts_one_task(tmp_path: Path) -> None:
+    ctx, recorder = context(tmp_path)
+    handle = launch.local(ctx)
+    delivery = launch_event("s1")
+    await handle(delivery)
+    await handle(delivery)
+    files = SessionFiles.of(tmp_path, "s1")
+    pid = int(files.pid.read_text())
+    assert [r.phase for r in recorder.reports] == ["RUNNING", "RUNNING"]
+    assert len({r.delivery for r in recorder.reports}) == 1  # the broker applies it once
+    # only one task runs: release stops it, and the watcher reports it stopped
+    await release.release(ctx)(release_event("s1"))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    await asyncio.wait_for(asyncio.gather(*ctx.background), timeout=5)
+    assert [r.phase for r in recorder.reports if r.component == "exe"][-1] == "CANCELLED"
+
+
+async def test_a_launch_handled_after_its_release_starts_nothing(tmp_path: Path) -> None:
+    ctx, recorder = context(tmp_path)
+    await release.release(ctx)(release_event("s2"))
+    await launch.local(ctx)(launch_event("s2"))
+    files = SessionFiles.of(tmp_path, "s2")
+    assert not files.pid.exists()
+    assert recorder.reports[-1].phase == "CANCELLED"
+    assert recorder.reports[-1].message == "released before it was launched"
+
+
+async def test_release_is_idempotent(tmp_path: Path) -> None:
+    ctx, recorder = context(tmp_path)
+    handle = release.release(ctx)
+    delivery = release_event("s3")
+    await handle(delivery)
+    await handle(delivery)
+    deliveries = [r.delivery for r in recorder.reports]
+    assert len(deliveries) == 4
+    assert len(set(deliveries)) == 2  # the same reports again: the broker ignores the replay
