@@ -404,3 +404,23 @@ async def test_a_release_that_never_finishes_ends_the_session_at_its_deadline(
     assert ended.phase == "FAILED"
     assert ended.record.session.compute.phase == "FAILED"
     assert await store.entries("small") == []
+
+
+async def test_paging_with_a_rare_phase_finds_it_behind_many_others(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    old = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    await broker.update_phase(old.record.offers[0], "alice", "ACCEPTED", "client")
+    for _ in range(60):  # 240 newer offers in other phases
+        clock.now += timedelta(seconds=1)
+        await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    found: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page, cursor = await broker.list_sessions(
+            "alice", phases={"ACCEPTED"}, cursor=cursor, limit=1
+        )
+        found += [live.record.uuid for live in page]
+        if cursor is None:
+            break
+    assert found == [old.record.offers[0]]

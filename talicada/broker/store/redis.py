@@ -312,8 +312,10 @@ class RedisStore:
         low: int | str = "-inf" if since is None else since
         found: list[LiveSession] = []
         offset, batch = 0, max(limit * 2, 20)
-        more = False
-        # Bounded: a page with a rare phase filter ends early with a cursor.
+        # Where the next page starts: the last row looked at, matching or not.
+        last: tuple[int, str] | None = None
+        more = True  # whether rows may follow ``last``
+        # Bounded: a page with a rare phase filter ends early, with a cursor.
         for _ in range(10):
             rows = cast(
                 list[tuple[bytes, float]],
@@ -322,26 +324,21 @@ class RedisStore:
                 ),
             )
             offset += len(rows)
-            candidates = [(_text(member), int(score)) for member, score in rows]
+            candidates = [(int(score), _text(member)) for member, score in rows]
             if after is not None:
-                candidates = [
-                    (uuid, created) for uuid, created in candidates if (created, uuid) < after.key
-                ]
-            sessions = await self.sessions([uuid for uuid, _ in candidates])
-            for live in sessions:
+                candidates = [row for row in candidates if row < after.key]
+            sessions = await self.sessions([uuid for _, uuid in candidates])
+            more = len(rows) == batch
+            for index, (row, live) in enumerate(zip(candidates, sessions, strict=True)):
+                last = row
                 if live is not None and (not phases or live.phase in phases):
                     found.append(live)
                     if len(found) == limit:
+                        more = more or index < len(candidates) - 1
                         break
-            more = len(rows) == batch
             if len(found) == limit or not more:
                 break
-        if len(found) == limit and not more:
-            # The page is full; there may still be rows after it in this batch.
-            more = True
-        last = found[-1].record if found else None
-        next_cursor = Cursor(last.created, last.uuid).encode() if more and last else None
-        return found, next_cursor
+        return found, Cursor(*last).encode() if more and last is not None else None
 
     async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
         raw = await self.client.hgetall(self.keys.calendar_entries(platform))
