@@ -79,6 +79,9 @@ class PlatformSettings(_Frozen, frozen=True):
     executables: list[str] = msgspec.field(default_factory=lambda: ["ping", "delay", "checksum"])
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
+    #: Hosts its staging may fetch from; empty means any. Set it in production:
+    #: otherwise a request can make the workers fetch from internal addresses.
+    data_hosts: list[str] = msgspec.field(default_factory=list)
     cores: PositiveInt = 8
     memory: PositiveInt = 16
     max_cores: PositiveInt | None = None

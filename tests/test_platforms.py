@@ -46,3 +46,19 @@ def test_preparation_is_the_critical_path_of_staging_and_caching() -> None:
     prep = SKAHA.preparation
     expected = prep.storage + max(prep.image["docker-container"], prep.data["skao-data-resource"])
     assert platforms.preparation(SKAHA, valid) == timedelta(seconds=expected + prep.launch)
+
+
+def test_data_from_a_host_the_platform_may_not_fetch_from_is_named() -> None:
+    fenced = PlatformSettings(name="fenced", data_hosts=["data.example.org"])
+    request = {
+        "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
+        "data": [
+            {
+                "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/data/simple-data-resource-1.0",
+                "location": "http://169.254.169.254/latest/meta-data",
+            }
+        ],
+    }
+    (reason,) = platforms.feasibility(fenced, parse_request(request, now=NOW))
+    assert reason.values["path"] == "data[0]"
+    assert "data.example.org" in reason.message

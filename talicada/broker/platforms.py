@@ -93,7 +93,18 @@ def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[
             )
         ]
     if isinstance(item, SimpleDataResource):
-        scheme = urllib.parse.urlsplit(item.location).scheme.lower()
+        url = urllib.parse.urlsplit(item.location)
+        scheme = url.scheme.lower()
+        host = (url.hostname or "").lower()
+        if platform.data_hosts and scheme != "file" and host not in platform.data_hosts:
+            return [
+                msg.make(
+                    msg.UNREACHABLE_DATA,
+                    platform=platform.name,
+                    path=path,
+                    reason=f"it fetches only from {', '.join(platform.data_hosts)}",
+                )
+            ]
         if scheme not in platform.data_schemes:
             return [
                 msg.make(

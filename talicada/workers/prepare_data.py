@@ -29,6 +29,7 @@ def limits_for(context: WorkerContext) -> StagingLimits:
     return StagingLimits(
         max_bytes=context.settings.staging_max_bytes,
         allowed_schemes=frozenset(platform.data_schemes),
+        allowed_hosts=frozenset(platform.data_hosts) or None,
         file_roots=tuple(Path(root) for root in context.settings.file_roots),
     )
 
