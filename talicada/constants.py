@@ -38,6 +38,8 @@ TIMER_LEASE = timedelta(seconds=30)
 RELEASE_DEADLINE = timedelta(minutes=10)
 #: Longest a GET /sessions/{uuid}?wait=S long poll may wait.
 MAX_LONG_POLL = timedelta(seconds=60)
+#: Long polls and event streams one broker replica serves at once; more get 503.
+MAX_WATCHERS = 2000
 #: Finished sessions are kept this long (their record is the provenance).
 SESSION_RETENTION = timedelta(days=30)
 #: How many times a request is re-planned when a concurrent client took the

@@ -8,6 +8,7 @@ import urllib.parse
 
 import aiomqtt
 
+from talicada.broker.keys import NOTIFIER
 from tests.conftest import BrokerFactory
 from tests.lifecycle_support import ACCEPT, Client, checksum_request, wait_for_phase
 
@@ -93,3 +94,18 @@ async def test_a_bad_wait_is_a_400(start_broker: BrokerFactory, file_server: str
     response = await client.get(f"/sessions/{uuid}", params={"wait": "forever"})
     assert response.status == 400
     assert "wait" in (await response.json())["messages"][0]["message"]
+
+
+async def test_a_replica_at_its_watcher_limit_answers_503_not_a_hang(
+    start_broker: BrokerFactory, file_server: str
+) -> None:
+    client = await start_broker()
+    offers = await (await client.post("/requests", json=checksum_request(file_server))).json()
+    uuid = offers["offers"][0]["meta"]["uuid"]
+    client.app[NOTIFIER].limit = 0
+    for path, params in [(f"/sessions/{uuid}", {"wait": "5"}), (f"/sessions/{uuid}/events", {})]:
+        response = await client.get(path, params=params)
+        assert response.status == 503, path
+        assert response.headers["Retry-After"] == "5"
+    # a plain read needs no watcher
+    assert (await client.get(f"/sessions/{uuid}")).status == 200

@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from talicada.broker.auth import Tokens
+from talicada.broker.notify import TooManyWatchers
 from talicada.schema import codec
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
@@ -99,6 +100,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except RequestInvalid as error:
         return _error(request, error.status, error.messages)
+    except TooManyWatchers as error:
+        item = msg.make(msg.INVALID_FIELD, path="wait", reason=f"too busy to wait: {error}")
+        response = _error(request, 503, [item])
+        response.headers[hdrs.RETRY_AFTER] = "5"
+        return response
     except codec.UnsupportedMediaType as error:
         return _error(
             request, 415, [msg.make(msg.INVALID_FIELD, path="Content-Type", reason=str(error))]

@@ -16,22 +16,44 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from talicada import constants
 from talicada.broker.engine import LIFECYCLE
 from talicada.events.bus import Bus
 
 log = structlog.get_logger("talicada.notify")
 
 
+class TooManyWatchers(Exception):
+    """This replica already serves as many long polls and event streams as it may."""
+
+
 class Notifier:
     """Per-replica fan-out of lifecycle events to local waiters."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, limit: int = constants.MAX_WATCHERS) -> None:
         self.bus = bus
+        self.limit = limit
+        self.watching = 0
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
 
     @contextlib.asynccontextmanager
     async def watch(self, session: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever ``session`` changes while the block runs."""
+        """An event set whenever ``session`` changes while the block runs.
+
+        Raises TooManyWatchers when this replica is at its limit, so open
+        connections cannot exhaust it.
+        """
+        if self.watching >= self.limit:
+            raise TooManyWatchers(f"{self.limit} watchers already")
+        self.watching += 1
+        try:
+            async with self._watch(session) as changed:
+                yield changed
+        finally:
+            self.watching -= 1
+
+    @contextlib.asynccontextmanager
+    async def _watch(self, session: str) -> AsyncIterator[asyncio.Event]:
         changed = asyncio.Event()
         self._waiters[session].add(changed)
         try:

@@ -85,13 +85,14 @@ async def events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
     sent = 0
+    # Watch before the stream starts, so a busy replica can still answer 503.
     async with request.app[NOTIFIER].watch(uuid) as changed:
+        await response.prepare(request)
         while True:
             changed.clear()
-            history = await broker.store.history(uuid)
-            for index, item in enumerate(history[sent:], start=sent):
+            fresh = await broker.store.history(uuid, sent)
+            for index, item in enumerate(fresh, start=sent):
                 name = "component" if item.component else "transition"
                 data = json.dumps(
                     {
@@ -103,9 +104,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                     }
                 )
                 await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
-            sent = len(history)
+            sent += len(fresh)
             live = await broker.session(uuid, principal(request))
-            if live.phase in lifecycle.FINAL and sent == len(await broker.store.history(uuid)):
+            if live.phase in lifecycle.FINAL and not await broker.store.history(uuid, sent):
                 break
             try:
                 await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE)

@@ -93,8 +93,8 @@ class Store(Protocol):
         does not have (nothing written); ``missing``. A final phase frees the booking.
         """
 
-    async def history(self, uuid: str) -> list[Transition]:
-        """Every recorded transition of a session, oldest first."""
+    async def history(self, uuid: str, start: int = 0) -> list[Transition]:
+        """The recorded transitions of a session from number ``start`` on, oldest first."""
 
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
         """Up to ``limit`` due timers; each is hidden for ``lease`` ms while applied.

@@ -245,8 +245,8 @@ class MemoryStore:
         await self._flush()
         return "ok"
 
-    async def history(self, uuid: str) -> list[Transition]:
-        return list(self._history.get(uuid, []))
+    async def history(self, uuid: str, start: int = 0) -> list[Transition]:
+        return list(self._history.get(uuid, [])[start:])
 
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
         due = sorted((at, name) for name, at in self._timers.items() if at <= now)[:limit]

@@ -283,8 +283,8 @@ class RedisStore:
         args += [encode_event(event) for _, event in change.events]
         return _text(await self._run(self._commit, keys, args))
 
-    async def history(self, uuid: str) -> list[Transition]:
-        items = await self.client.lrange(self.keys.history(uuid), 0, -1)
+    async def history(self, uuid: str, start: int = 0) -> list[Transition]:
+        items = await self.client.lrange(self.keys.history(uuid), start, -1)
         return [_transition_decoder.decode(item) for item in items]
 
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
