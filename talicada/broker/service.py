@@ -42,8 +42,9 @@ log = structlog.get_logger("talicada.broker")
 
 Clock = Callable[[], datetime]
 
-#: How much calendar the planner reads at once (it reads more only when needed).
-PLAN_CHUNK = timedelta(hours=6)
+#: Least calendar the planner reads at once (it reads more only when needed):
+#: each slot read costs Redis and the broker, so the first read is kept small.
+PLAN_CHUNK = timedelta(minutes=30)
 #: The furthest ahead of the earliest start that offers are looked for.
 PLAN_HORIZON = timedelta(days=31)
 
@@ -199,7 +200,9 @@ class Broker:
         reads, never more than the planning horizon allows.
         """
         limit = self.settings.max_offers
-        chunk = max(PLAN_CHUNK, (demand.duration + demand.preparation) * (limit + 1))
+        # Enough for every offer when the calendar is free; more is read only when not.
+        span = demand.duration + demand.preparation + demand.release
+        chunk = max(PLAN_CHUNK, span * (limit + 1))
         windows: list[Window] = []
         start = demand.earliest
         while start <= demand.latest and len(windows) < limit:
