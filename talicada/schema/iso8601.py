@@ -214,22 +214,15 @@ def format_instant(value: datetime) -> str:
         # A naive value has no defined instant; formatting it as UTC could be hours off.
         raise Iso8601Error(f"cannot format naive datetime {value.isoformat()!r}; attach a tzinfo")
     try:
-        utc = value.astimezone(UTC)
+        # Most values are UTC already; converting is the slow part, so skip it then.
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
     except OverflowError:
         raise Iso8601Error(
             f"datetime {value.isoformat()!r} falls outside years 0001-9999 in UTC"
         ) from None
-    text = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
-        f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
-    )
     micro = utc.microsecond
-    if micro % 1000 == 0:
-        if micro:
-            text += f".{micro // 1000:03d}"
-    else:
-        text += f".{micro:06d}"
-    return text + "Z"
+    spec = "seconds" if micro == 0 else "milliseconds" if micro % 1000 == 0 else "microseconds"
+    return utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def _parse_duration(text: str, label: str) -> timedelta:
