@@ -113,7 +113,7 @@ def create_app(
         if timers:
             tasks.append(asyncio.create_task(app[BROKER].driver.run_timers(stop)))
         if settings.mqtt_url:
-            publisher = MqttPublisher(settings.mqtt_url, app[BROKER].store.bus)
+            publisher = MqttPublisher(settings.mqtt_url, app[BROKER].store.bus, app[BROKER].store)
             tasks.append(asyncio.create_task(publisher.run(stop)))
         yield
         stop.set()

@@ -1,11 +1,11 @@
 """Publishing every session transition to MQTT (DESIGN §8).
 
-Topic ``talicada/sessions/<uuid>``, QoS 1, retained: a subscriber that
-arrives late still gets the last phase at once. The publisher consumes the
-lifecycle stream in its own consumer group with one event in flight, so
-transitions leave in the order they were recorded. Run it on one replica
-(set ``mqtt_url`` there): two publishers could interleave one session's
-transitions.
+Topic ``talicada/sessions/<uuid>``, QoS 1; the message of the phase the
+session is in is retained, so a subscriber that arrives late gets it at
+once. The publisher consumes the lifecycle stream in its own consumer group
+with one event in flight, so transitions leave in the order they were
+recorded. Run it on one replica (set ``mqtt_url`` there): two publishers
+could interleave one session's transitions.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import aiomqtt
 import structlog
 
 from talicada.broker.engine import LIFECYCLE
+from talicada.broker.store import Store
 from talicada.events.bus import Bus, Delivery
 from talicada.events.consumer import Consumer
 from talicada.workers.runtime import consumer_name
@@ -47,11 +48,12 @@ def payload(delivery: Delivery) -> bytes:
 class MqttPublisher:
     """Forwards lifecycle events to an MQTT broker, reconnecting when it goes away."""
 
-    def __init__(self, url: str, bus: Bus) -> None:
+    def __init__(self, url: str, bus: Bus, store: Store) -> None:
         parts = urllib.parse.urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 1883
         self.bus = bus
+        self.store = store
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set."""
@@ -79,8 +81,12 @@ class MqttPublisher:
             if delivery.event.type != "session.transition":
                 return  # component changes are in the session's log and SSE stream
             topic = TOPIC.format(session=delivery.event.session)
+            # Retain only the phase the session is in now: a transition published
+            # late (after a retry) must not replace a newer retained phase.
+            (live,) = await self.store.sessions([delivery.event.session])
+            current = live is not None and live.phase == delivery.event.body.get("to")
             try:
-                await client.publish(topic, payload(delivery), qos=1, retain=True)
+                await client.publish(topic, payload(delivery), qos=1, retain=current)
             except aiomqtt.MqttError:
                 done.set()  # unacked: the next connection publishes it
                 raise
