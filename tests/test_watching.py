@@ -109,3 +109,24 @@ async def test_a_replica_at_its_watcher_limit_answers_503_not_a_hang(
         assert response.headers["Retry-After"] == "5"
     # a plain read needs no watcher
     assert (await client.get(f"/sessions/{uuid}")).status == 200
+
+
+async def test_an_event_stream_resumes_after_the_last_event_id(
+    start_broker: BrokerFactory, file_server: str
+) -> None:
+    client = await start_broker()
+    offers = await (await client.post("/requests", json=checksum_request(file_server))).json()
+    uuid = offers["offers"][0]["meta"]["uuid"]
+    await client.post(f"/sessions/{uuid}", json=ACCEPT)
+    assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
+    everything = await sse_transitions(client, uuid)
+    ids: list[int] = []
+    async with client.get(f"/sessions/{uuid}/events", headers={"Last-Event-ID": "3"}) as resumed:
+        async for raw in resumed.content:
+            line = raw.decode()
+            if line.startswith("id: "):
+                ids.append(int(line.removeprefix("id: ")))
+    assert everything == EXPECTED
+    assert ids
+    assert ids[0] == 4
+    assert ids == sorted(ids)

@@ -85,7 +85,10 @@ async def events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    sent = 0
+    # A reconnecting client resumes after the last event it saw (the ids are
+    # positions in the session's history).
+    resume = request.headers.get("Last-Event-ID", "")
+    sent = int(resume) + 1 if resume.isdigit() else 0
     # Watch before the stream starts, so a busy replica can still answer 503.
     async with request.app[NOTIFIER].watch(uuid) as changed:
         await response.prepare(request)
