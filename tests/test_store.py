@@ -6,6 +6,7 @@ phases exactly as in production.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from talicada import constants
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
+from talicada.broker.store.memory import MemoryStore
 from talicada.events.report import Report
 from talicada.schema.iso8601 import parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
@@ -424,3 +426,19 @@ async def test_paging_with_a_rare_phase_finds_it_behind_many_others(store: Store
         if cursor is None:
             break
     assert found == [old.record.offers[0]]
+
+
+async def test_the_memory_store_forgets_finished_sessions_after_the_retention_period() -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "REJECTED", "client")
+    later = int(time.time() * 1000) + int(constants.SESSION_RETENTION.total_seconds() * 1000)
+    assert await store.claim_due(later - 60_000, 1, 100) == []
+    assert await store.sessions([uuid]) != [None]
+    await store.claim_due(later + 60_000, 1, 100)
+    assert await store.sessions([uuid]) == [None]
+    page, _ = await broker.list_sessions("alice")
+    assert page == []

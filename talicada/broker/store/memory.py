@@ -7,10 +7,13 @@ changes without awaiting in between, so on one event loop each is atomic.
 from __future__ import annotations
 
 import bisect
+import heapq
+import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
+from talicada import constants
 from talicada.broker.calendar import Entry, Usage
 from talicada.broker.engine import LIFECYCLE, Change, Rebook, lifecycle_event
 from talicada.broker.records import (
@@ -25,6 +28,8 @@ from talicada.events.bus import Bus
 from talicada.events.envelope import Event
 from talicada.events.memory_bus import MemoryBus
 from talicada.schema.model import SessionPhase
+
+_RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
 
 
 class _Calendar:
@@ -78,7 +83,10 @@ class MemoryStore:
         self._history: defaultdict[str, list[Transition]] = defaultdict(list)
         self._offersets: dict[str, OfferSetRecord] = {}
         self._accepted: dict[str, str] = {}
+        # Timers by name, and a heap of (due, name) to find the due ones without
+        # a scan; heap entries whose time no longer matches are skipped.
         self._timers: dict[str, int] = {}
+        self._due: list[tuple[int, str]] = []
         # owner → sorted [(created, uuid)] so listing is a bisect, not a scan.
         self._owned: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
 
@@ -114,7 +122,7 @@ class MemoryStore:
             self._sessions[offer.uuid] = offer
             self._phases[offer.uuid] = "OFFERED"
             self._history[offer.uuid].append(first)
-            self._timers[f"expire:{offer.uuid}"] = offer.expires
+            self._set_timer(f"expire:{offer.uuid}", offer.expires)
             bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
             self._outbox.append((LIFECYCLE, lifecycle_event(offer.uuid, first)))
         await self._flush()
@@ -146,7 +154,7 @@ class MemoryStore:
         self._accepted[offer.offerset] = uuid
         self._set(uuid, record)
         self._timers.pop(f"expire:{uuid}", None)
-        self._timers[f"start:{uuid}"] = now
+        self._set_timer(f"start:{uuid}", now)
         calendar = self._calendars[offer.platform]
         calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
         for sibling in self._offersets[offer.offerset].offers:
@@ -197,6 +205,7 @@ class MemoryStore:
         self._set(uuid, record)
         self._timers.pop(f"expire:{uuid}", None)
         self._calendars[self._sessions[uuid].platform].free(uuid)
+        self._forget_later(uuid)
 
     def _rebook(self, uuid: str, rebook: Rebook) -> bool:
         """Move the end of the booking; False (nothing changed) when there is no room."""
@@ -236,11 +245,13 @@ class MemoryStore:
         self._versions[uuid] += 1
         for name in change.drop_timers:
             self._timers.pop(name, None)
-        self._timers.update(change.add_timers)
+        for name, due in change.add_timers.items():
+            self._set_timer(name, due)
         if delivery is not None:
             self._applied[uuid].add(delivery)
         if change.final:
             self._calendars[change.record.platform].free(uuid)
+            self._forget_later(uuid)
         self._outbox.extend(change.events)
         await self._flush()
         return "ok"
@@ -248,11 +259,38 @@ class MemoryStore:
     async def history(self, uuid: str, start: int = 0) -> list[Transition]:
         return list(self._history.get(uuid, [])[start:])
 
+    def _set_timer(self, name: str, due: int) -> None:
+        self._timers[name] = due
+        heapq.heappush(self._due, (due, name))
+
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
-        due = sorted((at, name) for name, at in self._timers.items() if at <= now)[:limit]
-        for _, name in due:
-            self._timers[name] = now + lease
-        return [name for _, name in due]
+        claimed: list[str] = []
+        while self._due and self._due[0][0] <= now and len(claimed) < limit:
+            due, name = heapq.heappop(self._due)
+            if self._timers.get(name) != due:
+                continue  # dropped or moved since it was pushed
+            if name.startswith("purge:"):
+                del self._timers[name]
+                self._purge(name.removeprefix("purge:"))
+                continue
+            self._set_timer(name, now + lease)
+            claimed.append(name)
+        return claimed
+
+    def _forget_later(self, uuid: str) -> None:
+        """Drop a finished session after the retention period, as Redis expires its keys."""
+        self._set_timer(f"purge:{uuid}", int(time.time() * 1000) + _RETENTION_MS)
+
+    def _purge(self, uuid: str) -> None:
+        record = self._sessions.pop(uuid, None)
+        if record is None:
+            return
+        for table in (self._phases, self._history, self._versions, self._applied):
+            table.pop(uuid, None)
+        owned = self._owned.get(record.owner, [])
+        index = bisect.bisect_left(owned, (record.created, uuid))
+        if index < len(owned) and owned[index] == (record.created, uuid):
+            del owned[index]
 
     async def drop_timer(self, name: str) -> None:
         self._timers.pop(name, None)
