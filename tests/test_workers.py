@@ -35,6 +35,12 @@ def context(tmp_path: Path) -> tuple[WorkerContext, Recorder]:
     return WorkerContext(settings, recorder, set()), recorder
 
 
+async def settle(ctx: WorkerContext) -> None:
+    """Wait for the worker's background work, including what that work starts."""
+    while ctx.background:
+        await asyncio.gather(*list(ctx.background))
+
+
 def launch_event(session: str) -> Delivery:
     executable = Delay(meta=Metadata(uuid="exe"), duration="PT30S")
     body = {
@@ -95,3 +101,31 @@ async def test_release_is_idempotent(tmp_path: Path) -> None:
     deliveries = [r.delivery for r in recorder.reports]
     assert len(deliveries) == 4
     assert len(set(deliveries)) == 2  # the same reports again: the broker ignores the replay
+
+
+async def test_a_restarted_launcher_reports_the_tasks_its_predecessor_left(
+    tmp_path: Path,
+) -> None:
+    # Given a task started by a launcher that then died (its watcher is gone)
+    first, _ = context(tmp_path)
+    delivery = launch_event("s4")
+    executable = Delay(meta=Metadata(uuid="exe"), duration="PT0.5S")
+    delivery.event.body["executable"] = msgspec.to_builtins(executable)
+    await launch.local(first)(delivery)
+    for task in list(first.background):
+        task.cancel()
+    # When a new launcher starts
+    second, recorder = context(tmp_path)
+    launch.local(second)
+    # Then it reports the orphan once it ends, with an honest reason
+    await asyncio.wait_for(settle(second), timeout=10)
+    (report,) = recorder.reports
+    assert report.phase == "FAILED"
+    assert report.component == "exe"
+    assert "restarted" in (report.message or "")
+    assert report.delivery.startswith(delivery.event.id)
+    # and a third launcher leaves it alone: its end is already reported
+    third, again = context(tmp_path)
+    launch.local(third)
+    await asyncio.wait_for(settle(third), timeout=10)
+    assert again.reports == []

@@ -5,6 +5,7 @@
     <work_dir>/<session>/output/stdout, stderr                        kept output
     <work_dir>/<session>/pid                                          the running task
     <work_dir>/<session>/launched                                     the task was started
+    <work_dir>/<session>/ended                                        the task ended
     <work_dir>/<session>/released                                     release has begun
 
 Workers of one platform share this directory (one host, or a shared file
@@ -55,6 +56,11 @@ class SessionFiles:
     def launched(self) -> Path:
         """Marker: the task was started (once per session, whatever the redeliveries)."""
         return self.root / "launched"
+
+    @property
+    def ended(self) -> Path:
+        """Marker: the task ended and its end was (or is being) reported."""
+        return self.root / "ended"
 
     @property
     def released(self) -> Path:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -21,6 +22,7 @@ import structlog
 
 from talicada.events.bus import Delivery
 from talicada.events.envelope import Event
+from talicada.schema.iso8601 import format_instant
 from talicada.schema.model import (
     AnyData,
     AnyExecutable,
@@ -82,8 +84,20 @@ def _tail(path: Path) -> str:
         return handle.read().decode("utf-8", errors="replace")
 
 
+class Launched(msgspec.Struct):
+    """What the ``launched`` marker records: which event started the task, for what."""
+
+    event: str
+    component: str
+
+
+_claim = msgspec.json.Encoder()
+_claimed = msgspec.json.Decoder(Launched)
+
+
 def local(context: WorkerContext) -> Handler:
-    """The local launch handler."""
+    """The local launch handler; it first adopts tasks a previous launcher left running."""
+    context.spawn(adopt_orphans(context))
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
@@ -111,7 +125,7 @@ def local(context: WorkerContext) -> Handler:
         except FileExistsError:
             await context.reporter.report(event, event.component, "RUNNING")
             return
-        os.write(descriptor, event.id.encode())
+        os.write(descriptor, _claim.encode(Launched(event=event.id, component=event.component)))
         os.close(descriptor)
         compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
         data = msgspec.convert(event.body["data"], list[AnyData])
@@ -174,6 +188,7 @@ async def _watch(
     else:
         last = stderr.strip().splitlines()[-1:] or [f"the task exited with status {code}"]
         phase, details = "FAILED", {"message": last[0], "output": output}
+    files.ended.write_text(str(code))
     with contextlib.suppress(FileNotFoundError):
         files.pid.unlink()
     for attempt in range(5):
@@ -183,3 +198,57 @@ async def _watch(
         except CallbackFailed:
             await asyncio.sleep(2**attempt)
     log.error("task.unreported", session=event.session, phase=phase)
+
+
+async def adopt_orphans(context: WorkerContext) -> None:
+    """Watch tasks whose launcher died, and report them when they end.
+
+    A restarted launcher cannot learn such a task's exit status, so it reports
+    the executable FAILED with that reason (and its output) rather than leaving
+    the session to wait for the end of its window.
+    """
+    for files, launched, pid in await asyncio.to_thread(_orphans, context.settings.work_dir):
+        context.spawn(_adopt(context, files, launched, pid))
+
+
+def _orphans(work_dir: str) -> list[tuple[SessionFiles, Launched, int]]:
+    """Tasks started here that neither ended nor were released (a blocking scan)."""
+    root = Path(work_dir).resolve()
+    found = []
+    for marker in sorted(root.glob("*/launched")) if root.is_dir() else []:
+        files = SessionFiles(marker.parent)
+        if files.ended.exists() or files.released.exists():
+            continue
+        try:
+            found.append((files, _claimed.decode(marker.read_bytes()), int(files.pid.read_text())))
+        except (OSError, ValueError, msgspec.DecodeError):
+            continue
+    return found
+
+
+async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched, pid: int) -> None:
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass
+        await asyncio.sleep(0.5)
+    files.ended.write_text("unknown")
+    output = {"stdout": _tail(files.output / "stdout"), "stderr": _tail(files.output / "stderr")}
+    event = Event(
+        id=launched.event,
+        type="executable.launch",
+        session=files.root.name,
+        component=launched.component,
+        created=format_instant(datetime.now(UTC)),
+    )
+    log.warning("task.adopted_ended", session=event.session, pid=pid)
+    await context.reporter.report(
+        event,
+        launched.component,
+        "FAILED",
+        message="the launcher restarted while the task ran; its outcome is unknown",
+        output=output,
+    )
