@@ -7,6 +7,7 @@ one's phase and add a message to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -50,13 +51,29 @@ def components(session: ExecutionSession) -> list[Component]:
 T = TypeVar("T", bound=LifecycleComponent)
 
 
-def _updated(part: T, uuid: str, phase: ComponentPhase, message: MessageItem | None) -> T:
-    meta = part.meta or Metadata()
-    if meta.uuid != uuid:
-        return part
-    if message is not None:
-        meta = msgspec.structs.replace(meta, messages=[*meta.messages, message])
-    return msgspec.structs.replace(part, phase=phase, meta=meta)
+def _change(
+    session: ExecutionSession,
+    uuid: str,
+    phase: ComponentPhase | None = None,
+    messages: Callable[[list[MessageItem]], list[MessageItem]] | None = None,
+) -> ExecutionSession:
+    """``session`` with component ``uuid``'s phase and/or messages changed."""
+
+    def update(part: T) -> T:
+        meta = part.meta or Metadata()
+        if meta.uuid != uuid:
+            return part
+        if messages is not None:
+            meta = msgspec.structs.replace(meta, messages=messages(meta.messages))
+        return msgspec.structs.replace(part, phase=phase or part.phase, meta=meta)
+
+    return msgspec.structs.replace(
+        session,
+        executable=update(session.executable),
+        compute=update(session.compute),
+        storage=[update(part) for part in session.storage],
+        data=[update(part) for part in session.data],
+    )
 
 
 def with_phase(
@@ -66,23 +83,25 @@ def with_phase(
     message: MessageItem | None = None,
 ) -> ExecutionSession:
     """``session`` with component ``uuid`` in ``phase`` (and ``message`` added)."""
-    return msgspec.structs.replace(
-        session,
-        executable=_updated(session.executable, uuid, phase, message),
-        compute=_updated(session.compute, uuid, phase, message),
-        storage=[_updated(item, uuid, phase, message) for item in session.storage],
-        data=[_updated(item, uuid, phase, message) for item in session.data],
-    )
+    add = None if message is None else (lambda kept: [*kept, message])
+    return _change(session, uuid, phase, add)
 
 
 def add_messages(
     session: ExecutionSession, uuid: str, items: list[MessageItem]
 ) -> ExecutionSession:
     """``session`` with ``items`` added to the messages of component ``uuid``."""
-    for item in items:
-        found = {c.uuid: c for c in components(session)}[uuid]
-        session = with_phase(session, uuid, found.phase, item)
-    return session
+    return _change(session, uuid, messages=lambda kept: [*kept, *items])
+
+
+def set_progress(session: ExecutionSession, uuid: str, item: MessageItem) -> ExecutionSession:
+    """``session`` with ``item`` as component ``uuid``'s only message of its kind.
+
+    Progress replaces progress: a long download must not grow the record.
+    """
+    return _change(
+        session, uuid, messages=lambda kept: [*(m for m in kept if m.kind != item.kind), item]
+    )
 
 
 def mounted(session: ExecutionSession) -> set[str]:
@@ -98,27 +117,3 @@ def mounted(session: ExecutionSession) -> set[str]:
             if storage is not None:
                 needed.update(storage.data or [])
     return needed
-
-
-def set_progress(session: ExecutionSession, uuid: str, item: MessageItem) -> ExecutionSession:
-    """``session`` with ``item`` as component ``uuid``'s only message of its kind.
-
-    Progress replaces progress: a long download must not grow the record.
-    """
-
-    def update(part: T) -> T:
-        meta = part.meta or Metadata()
-        if meta.uuid != uuid:
-            return part
-        kept = [message for message in meta.messages if message.kind != item.kind]
-        return msgspec.structs.replace(
-            part, meta=msgspec.structs.replace(meta, messages=[*kept, item])
-        )
-
-    return msgspec.structs.replace(
-        session,
-        executable=update(session.executable),
-        compute=update(session.compute),
-        storage=[update(part) for part in session.storage],
-        data=[update(part) for part in session.data],
-    )
