@@ -210,7 +210,7 @@ def format_instant(value: datetime) -> str:
     Raises:
         Iso8601Error: if *value* is naive or does not fit in years 0001-9999 in UTC.
     """
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
         # A naive value has no defined instant; formatting it as UTC could be hours off.
         raise Iso8601Error(f"cannot format naive datetime {value.isoformat()!r}; attach a tzinfo")
     try:
@@ -348,7 +348,7 @@ class Interval:
         """Normalise both ends to UTC and check that the interval is not reversed."""
         for name in ("start", "end"):
             value: datetime = getattr(self, name)
-            if value.tzinfo is None or value.utcoffset() is None:
+            if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
                 raise Iso8601Error(f"interval {name} {value.isoformat()!r} is a naive datetime")
             try:
                 utc = value.astimezone(UTC)
