@@ -1,0 +1,317 @@
+"""The paths of the OpenAPI document: every operation of the HTTP API.
+
+Part of :mod:`talicada.schema.openapi`.  The paths are written by hand here, and a
+test keeps them in step with the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from talicada.schema import model
+from talicada.schema._openapi_schemas import array, ref
+
+#: The media types every body may be written in (DESIGN §3).
+MEDIA_TYPES: Final = ("application/json", "application/yaml", "application/xml")
+
+
+def content(schema: dict[str, Any]) -> dict[str, Any]:
+    """A body of ``schema`` in each of the :data:`MEDIA_TYPES`."""
+    return {media: {"schema": schema} for media in MEDIA_TYPES}
+
+
+def _ok(description: str, schema: dict[str, Any], *, location: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if location:
+        response["headers"] = {"Location": {"$ref": "#/components/headers/Location"}}
+    response["content"] = content(schema)
+    return response
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {status: {"$ref": f"#/components/responses/{ERRORS[status][0]}"} for status in statuses}
+
+
+#: Error responses by status: (component name, description).
+ERRORS: Final = {
+    "400": ("BadRequest", "The request is invalid; the messages name each bad field."),
+    "401": ("Unauthorized", "A valid bearer token is required."),
+    "404": ("NotFound", "No such resource, or not the caller's."),
+    "406": ("NotAcceptable", "None of the media types in `Accept` can be produced."),
+    "409": ("Conflict", "The update is well formed but the session's state does not allow it."),
+    "413": ("ContentTooLarge", "The body is larger than the broker accepts."),
+    "415": ("UnsupportedMediaType", "The `Content-Type` is not JSON, YAML or XML."),
+}
+
+
+def _see_other() -> dict[str, Any]:
+    return {
+        "description": "Sent instead of the body when the request has `Prefer: return=minimal`.",
+        "headers": {"Location": {"$ref": "#/components/headers/Location"}},
+    }
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    secured: bool = True,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": content(ref(body))}
+    # Content negotiation can refuse any request; only those with a body can be malformed.
+    statuses = ["400", "406", "413", "415"] if body is not None else ["406"]
+    if secured:
+        statuses.append("401")
+    operation["responses"] = dict(sorted({**responses, **_errors(*statuses)}.items()))
+    if secured:
+        operation["security"] = [{"bearer": []}]
+    return operation
+
+
+def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
+    return _operation(
+        operation_id,
+        summary,
+        "offers",
+        {
+            "200": _ok(
+                "The offer set: YES with offers, or NO saying why.", ref("OfferSet"), location=True
+            ),
+            "303": _see_other(),
+        },
+        body="ExecutionRequest",
+    )
+
+
+def _direct(operation_id: str, summary: str) -> dict[str, Any]:
+    refused = {"allOf": [ref("OfferSet"), {"properties": {"result": {"const": "NO"}}}]}
+    return _operation(
+        operation_id,
+        summary,
+        "sessions",
+        {
+            "200": _ok(
+                "The accepted session, or the offer set (result NO) when nothing can be offered.",
+                {"oneOf": [ref("ExecutionSession"), refused]},
+                location=True,
+            ),
+            "303": _see_other(),
+        },
+        body="ExecutionRequest",
+    )
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "phase",
+            "in": "query",
+            "description": "Only sessions in these phases (repeat, or separate by commas).",
+            "schema": array(msgspec.json.schema(model.SessionPhase)),
+            "style": "form",
+            "explode": True,
+        },
+        {
+            "name": "since",
+            "in": "query",
+            "description": "Only sessions created at or after this instant.",
+            "schema": {"type": "string", "format": "date-time"},
+        },
+        {
+            "name": "until",
+            "in": "query",
+            "description": "Only sessions created before this instant.",
+            "schema": {"type": "string", "format": "date-time"},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "Where the previous page ended (its `cursor`).",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "Most sessions on one page.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+        },
+    ]
+
+
+def _long_poll_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "wait",
+            "in": "query",
+            "description": "Seconds (0–60) to wait while the phase equals `phase` (UWS style).",
+            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+        },
+        {
+            "name": "phase",
+            "in": "query",
+            "description": "The phase to wait out (default: the phase when the request arrives).",
+            "schema": msgspec.json.schema(model.SessionPhase),
+        },
+    ]
+
+
+def _service(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A path item with one GET that anyone may call (no token)."""
+    return {"get": _operation(operation_id, summary, "service", responses, secured=False)}
+
+
+def paths() -> dict[str, Any]:
+    """Every path item of the document, by URL."""
+    uuid = [{"$ref": "#/components/parameters/uuid"}]
+    health = ref("Health")
+    openapi_json = {"application/json": {"schema": {"type": "object"}}}
+    openapi_yaml = {"application/yaml": {"schema": {"type": "string"}}}
+    return {
+        "/requests": {
+            "post": _create_offerset("createOfferSet", "Ask for offers to run an execution."),
+        },
+        "/offersets": {
+            "post": _create_offerset(
+                "createOfferSetAtOffersets", "Ask for offers (alias of POST /requests)."
+            ),
+        },
+        "/offersets/{uuid}": {
+            "parameters": uuid,
+            "get": _operation(
+                "getOfferSet",
+                "Read an offer set with the current phase of each offer.",
+                "offers",
+                {"200": _ok("The offer set.", ref("OfferSet")), **_errors("404")},
+            ),
+        },
+        "/direct": {
+            "post": _direct("executeDirect", "Run at once on the best offer, without choosing."),
+        },
+        "/sessions": {
+            "get": _operation(
+                "listSessions",
+                "List the caller's sessions, newest first, a page at a time.",
+                "sessions",
+                {
+                    "200": _ok("One page of sessions.", ref("SessionList")),
+                    **_errors("400"),
+                },
+                parameters=_list_parameters(),
+            ),
+            "post": _direct(
+                "executeDirectAtSessions", "Run at once on the best offer (alias of POST /direct)."
+            ),
+        },
+        "/sessions/{uuid}": {
+            "parameters": uuid,
+            "get": _operation(
+                "getSession",
+                "Read a session (or offer); with wait, once its phase is no longer phase.",
+                "sessions",
+                {"200": _ok("The session.", ref("ExecutionSession")), **_errors("400", "404")},
+                parameters=_long_poll_parameters(),
+            ),
+            "post": _operation(
+                "updateSession",
+                "Accept, reject, cancel or extend a session.",
+                "sessions",
+                {
+                    "200": _ok("The session after the update.", ref("ExecutionSession")),
+                    **_errors("404", "409"),
+                },
+                body="AnyUpdate",
+            ),
+        },
+        "/sessions/{uuid}/events": {
+            "parameters": uuid,
+            "get": _operation(
+                "streamSessionEvents",
+                "Every transition of the session, past and future, as Server-Sent Events.",
+                "sessions",
+                {
+                    "200": {
+                        "description": "An event stream: 'transition' events for the session, "
+                        "'component' events for its components, each with JSON data "
+                        "{from, to, cause, time[, component]}; it ends after the final phase.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("404"),
+                },
+            ),
+        },
+        "/sessions/{uuid}/log": {
+            "parameters": uuid,
+            "get": _operation(
+                "getSessionLog",
+                "The session's whole record: transitions, messages and the executable's output.",
+                "sessions",
+                {"200": _ok("The record.", ref("SessionLog")), **_errors("404")},
+            ),
+        },
+        "/callbacks/{uuid}": {
+            "parameters": uuid,
+            "post": {
+                **_operation(
+                    "reportToSession",
+                    "A worker's signed report that a component of the session reached a phase.",
+                    "workers",
+                    {
+                        "200": _ok("Applied, or already applied (a replay).", ref("Callback")),
+                        "401": {"$ref": "#/components/responses/Unauthorized"},
+                        **_errors("400", "404", "409"),
+                    },
+                    body="Report",
+                    secured=False,
+                ),
+                "security": [{"callbackSignature": []}],
+            },
+        },
+        "/metrics": _service(
+            "getMetrics",
+            "Prometheus metrics: requests, offers, callbacks, stream backlogs, dead letters.",
+            {
+                "200": {
+                    "description": "The Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        "/capabilities": _service(
+            "getCapabilities",
+            "Describe the dialects, kinds and platforms this broker supports.",
+            {"200": _ok("The capabilities.", ref("Capabilities"))},
+        ),
+        "/availability": _service(
+            "getAvailability",
+            "Say whether the service is available and since when.",
+            {"200": _ok("The availability.", ref("Availability"))},
+        ),
+        "/healthz": _service(
+            "getHealth", "Liveness probe: the process serves HTTP.", {"200": _ok("Alive.", health)}
+        ),
+        "/readyz": _service(
+            "getReadiness",
+            "Readiness probe: the state store answers.",
+            {"200": _ok("Ready.", health), "503": _ok("The state store does not answer.", health)},
+        ),
+        "/openapi.json": _service(
+            "getOpenApiJson",
+            "This document as JSON.",
+            {"200": {"description": "The OpenAPI document.", "content": openapi_json}},
+        ),
+        "/openapi.yaml": _service(
+            "getOpenApiYaml",
+            "This document as YAML.",
+            {"200": {"description": "The OpenAPI document.", "content": openapi_yaml}},
+        ),
+    }

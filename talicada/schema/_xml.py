@@ -1,0 +1,138 @@
+"""XML framing: element trees to plain data and back, without DTDs or entities.
+
+Part of :mod:`talicada.schema.codec`; the mapping between elements and data
+(attributes and children as keys, ``<item>`` lists, string scalars) is set out
+in its docstring.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from typing import Final
+
+from defusedxml.common import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import fromstring as defused_fromstring
+
+from talicada.schema._limits import CodecError, utf8
+from talicada.schema._negotiation import CHARSETS
+
+_XML_DECLARED_ENCODING: Final = re.compile(
+    rb"<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']", re.IGNORECASE
+)
+# Characters XML 1.0 cannot carry, even escaped.
+_XML_ILLEGAL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Close to the XML Name production, minus colons (we write no namespaces).
+_XML_NAME: Final = re.compile(r"[^\W\d][\w.\-]*\Z")
+
+
+def _local_name(name: str) -> str:
+    return name.rpartition("}")[2]
+
+
+def _xml_shape(element: ET.Element, path: str) -> object:
+    """The value of ``element``: its scalar, or an empty container to be filled later."""
+    text = (element.text or "").strip()
+    children = list(element)
+    if not children and not element.attrib:
+        return text or None
+    if text or any((child.tail or "").strip() for child in children):
+        raise CodecError(
+            f"XML element {path} mixes text with attributes or child elements, "
+            "which is not accepted"
+        )
+    if not element.attrib and all(_local_name(child.tag) == "item" for child in children):
+        return []
+    return {}
+
+
+def _xml_to_data(root: ET.Element) -> object:
+    """Convert an element tree to plain data, iteratively (no recursion on depth)."""
+    root_path = "/" + _local_name(root.tag)
+    top = _xml_shape(root, root_path)
+    if top is None:
+        return {}  # <request/> is an empty object
+    stack: list[tuple[ET.Element, object, str]] = [(root, top, root_path)]
+    while stack:
+        element, container, path = stack.pop()
+        filled: list[tuple[ET.Element, object, str]] = []
+        if isinstance(container, list):
+            for index, child in enumerate(element):
+                child_path = f"{path}/item[{index + 1}]"
+                value = _xml_shape(child, child_path)
+                container.append(value)
+                filled.append((child, value, child_path))
+        elif isinstance(container, dict):
+            attributes = {_local_name(name): value for name, value in element.attrib.items()}
+            if len(attributes) != len(element.attrib):
+                raise CodecError(f"XML element {path} has two attributes with the same name")
+            container.update(attributes)
+            counts = Counter(_local_name(child.tag) for child in element)
+            for child in element:
+                key = _local_name(child.tag)
+                if key in attributes:
+                    raise CodecError(
+                        f"XML element {path} has both an attribute and a child named {key!r}"
+                    )
+                child_path = f"{path}/{key}"
+                value = _xml_shape(child, child_path)
+                if counts[key] > 1:
+                    container.setdefault(key, []).append(value)
+                else:
+                    container[key] = value
+                filled.append((child, value, child_path))
+        stack.extend(entry for entry in filled if isinstance(entry[1], dict | list))
+    return top
+
+
+def decode_xml(body: bytes) -> object:
+    """Decode an XML document into plain data (see the codec docstring for the mapping)."""
+    utf8(body)  # expat would say "invalid token"; say what is wrong instead
+    declared = _XML_DECLARED_ENCODING.match(body)
+    if declared and declared.group(1).decode("ascii", "replace").lower() not in CHARSETS:
+        raise CodecError(
+            f"the XML declaration names encoding {declared.group(1).decode('ascii', 'replace')!r}"
+            "; the body must be UTF-8"
+        )
+    try:
+        root = defused_fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden):
+        raise CodecError("XML entities/DTDs are not accepted") from None
+    except ET.ParseError as exc:
+        # expat's message already ends with ": line L, column C".
+        raise CodecError(f"invalid XML: {exc}") from None
+    return _xml_to_data(root)
+
+
+def _xml_name(name: str) -> str:
+    if not _XML_NAME.match(name):
+        raise ValueError(f"{name[:40]!r} cannot be written as an XML element name")
+    return name
+
+
+def _xml_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _XML_ILLEGAL.sub("\ufffd", str(value))
+
+
+def encode_xml(data: object, root: str) -> bytes:
+    """Encode plain data as an XML document whose root element is named ``root``."""
+    root_element = ET.Element(_xml_name(root))
+    # Children are created when their parent is visited, so document order
+    # is kept even though the stack pops in reverse.
+    stack: list[tuple[ET.Element, object]] = [(root_element, data)]
+    while stack:
+        element, value = stack.pop()
+        if isinstance(value, dict):
+            for key, member in value.items():
+                if member is not None:
+                    stack.append((ET.SubElement(element, _xml_name(key)), member))
+        elif isinstance(value, list):
+            # A None member stays as an empty <item/> to keep positions.
+            stack.extend((ET.SubElement(element, "item"), member) for member in value)
+        elif value is not None:
+            element.text = _xml_text(value)
+    body: bytes = ET.tostring(root_element, encoding="utf-8", xml_declaration=True)
+    return body
