@@ -97,7 +97,8 @@ _claimed = msgspec.json.Decoder(Launched)
 
 def local(context: WorkerContext) -> Handler:
     """The local launch handler; it first adopts tasks a previous launcher left running."""
-    context.spawn(adopt_orphans(context))
+    mine: set[str] = set()  # sessions this launcher started, and so watches
+    context.spawn(adopt_orphans(context, mine))
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
@@ -119,6 +120,7 @@ def local(context: WorkerContext) -> Handler:
                 event, event.component, "CANCELLED", message="released before it was launched"
             )
             return
+        mine.add(event.session)
         try:
             # One launch per session, even when the event is delivered twice.
             descriptor = os.open(files.launched, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -200,7 +202,7 @@ async def _watch(
     log.error("task.unreported", session=event.session, phase=phase)
 
 
-async def adopt_orphans(context: WorkerContext) -> None:
+async def adopt_orphans(context: WorkerContext, mine: set[str]) -> None:
     """Watch tasks whose launcher died, and report them when they end.
 
     A restarted launcher cannot learn such a task's exit status, so it reports
@@ -208,18 +210,20 @@ async def adopt_orphans(context: WorkerContext) -> None:
     the session to wait for the end of its window.
     """
     for files, launched, pid in await asyncio.to_thread(_orphans, context.settings.work_dir):
-        context.spawn(_adopt(context, files, launched, pid))
+        # Tasks this launcher started have watchers already.
+        if files.root.name not in mine:
+            context.spawn(_adopt(context, files, launched, pid))
 
 
 def _orphans(work_dir: str) -> list[tuple[SessionFiles, Launched, int]]:
-    """Tasks started here that neither ended nor were released (a blocking scan)."""
+    """Tasks launched that neither ended nor were released (a blocking scan)."""
     root = Path(work_dir).resolve()
     found = []
     for marker in sorted(root.glob("*/launched")) if root.is_dir() else []:
         files = SessionFiles(marker.parent)
-        if files.ended.exists() or files.released.exists():
-            continue
         try:
+            if files.ended.exists() or files.released.exists():
+                continue
             found.append((files, _claimed.decode(marker.read_bytes()), int(files.pid.read_text())))
         except (OSError, ValueError, msgspec.DecodeError):
             continue
