@@ -129,3 +129,17 @@ def test_slots_round_outwards() -> None:
 def test_calendar_entries_round_trip_through_their_encoding() -> None:
     entry = Entry("p", 10, 20, 3, 4)
     assert Entry.decode("p", entry.encode("B")) == ("B", entry)
+
+
+def test_offer_uuids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from talicada.broker.offers import new_uuid
+
+    made = {new_uuid() for _ in range(1000)}
+    assert len(made) == 1000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text

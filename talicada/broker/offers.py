@@ -7,7 +7,7 @@ from the client's names to those uuids, as the seed's offers show.
 
 from __future__ import annotations
 
-import uuid as uuidlib
+import os
 from collections.abc import Callable
 from datetime import datetime
 
@@ -31,8 +31,16 @@ NewId = Callable[[], str]
 
 
 def new_uuid() -> str:
-    """A fresh random uuid."""
-    return str(uuidlib.uuid4())
+    """A fresh random (version 4) uuid.
+
+    Formatted by hand from 16 random bytes: an offer set needs a few dozen, and
+    this is several times cheaper than ``str(uuid.uuid4())``.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _meta(meta: Metadata | None, uuid: str, default_name: str | None = None) -> Metadata:

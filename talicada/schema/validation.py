@@ -122,6 +122,17 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
         raise RequestInvalid([_field("$", "the request must be an object")])
     dialect = detect(doc)
     canonical = to_canonical(doc, dialect)
+    try:
+        request = msgspec.convert(canonical, ExecutionRequest, strict=not lax)
+    except msgspec.ValidationError:
+        # msgspec stops at the first problem; typing the parts one by one
+        # finds every independent one, so the client hears of all at once.
+        raise RequestInvalid(_structural_problems(canonical, lax)) from None
+    return _Rules(request, dialect, now).check()
+
+
+def _structural_problems(canonical: dict[str, Any], lax: bool) -> list[MessageItem]:
+    """Every part of ``canonical`` that does not fit the model, each with its path."""
     problems: list[MessageItem] = []
     for key, value in canonical.items():
         part = _PARTS.get(key)
@@ -135,10 +146,7 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
             problems.append(_field(path, reason))
     if "executable" not in canonical:
         problems.append(msg.make(msg.MISSING_FIELD, path="executable"))
-    if problems:
-        raise RequestInvalid(problems)
-    request = msgspec.convert(canonical, ExecutionRequest, strict=not lax)
-    return _Rules(request, dialect, now).check()
+    return problems
 
 
 class _Rules:
