@@ -23,7 +23,7 @@ newer broker than the worker reading them. So, following msgspec's rules:
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -77,7 +77,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
         if isinstance(deadline, datetime):
             deadline = format_instant(deadline)
         return cls(
-            id=uuid.uuid4().hex,
+            id=os.urandom(16).hex(),  # 128 random bits, like a uuid4, for less
             type=type,
             session=session,
             component=component,
