@@ -199,6 +199,9 @@ _ENVIRONMENT = {
     "TALICADA_MQTT_URL": "mqtt_url",
     "TALICADA_WORK_DIR": "work_dir",
     "TALICADA_WORKER_CONCURRENCY": "worker_concurrency",
+    "TALICADA_RECLAIM_IDLE": "reclaim_idle",
+    "TALICADA_RETRY_BASE": "retry_base",
+    "TALICADA_MAX_DELIVERIES": "max_deliveries",
 }
 
 

@@ -4,6 +4,7 @@ processes sharing one real Redis, the checksum example run end to end through th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest_asyncio
 import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from talicada.workers.registry import WORKERS
 from tests.lifecycle_support import ACCEPT, checksum_request, digests_of, expected_digests
@@ -34,10 +37,25 @@ def free_port() -> int:
 class Deployment:
     """The broker and its workers as child processes."""
 
-    def __init__(self, url: str, processes: dict[str, asyncio.subprocess.Process]) -> None:
+    def __init__(self, url: str, environment: dict[str, str], logs: Path) -> None:
         self.url = url
-        self.processes = processes
+        self.environment = environment
+        self.logs = logs
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.killed: set[str] = set()
         self.headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def start(self, name: str, *argv: str) -> None:
+        """Start ``talicada ARGV`` as process ``name``, logging to its own file."""
+        log = (self.logs / f"{name}.log").open("wb")
+        self.processes[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "talicada", *argv, env=self.environment, stdout=log, stderr=log
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name``: a crash, with no chance to clean up."""
+        self.processes[name].kill()
+        self.killed.add(name)
 
 
 async def wait_until_up(url: str, broker: asyncio.subprocess.Process) -> None:
@@ -72,19 +90,19 @@ async def deployment(redis_url: str, tmp_path: Path) -> AsyncIterator[Deployment
         "TALICADA_BROKER_URL": url,
         "TALICADA_WORK_DIR": str(tmp_path / "work"),
         "TALICADA_LOG_FORMAT": "json",
+        # Short, so the crash test sees a dead worker's event taken over quickly.
+        "TALICADA_RECLAIM_IDLE": "2",
     }
-    command = [sys.executable, "-m", "talicada"]
     logs = tmp_path / "logs"
     logs.mkdir()
-    processes: dict[str, asyncio.subprocess.Process] = {}
+    deployment = Deployment(url, environment, logs)
+    processes = deployment.processes
     try:
-        for name, argv in [("serve", ["serve"])] + [(w, ["worker", w]) for w in WORKERS]:
-            log = (logs / f"{name}.log").open("wb")
-            processes[name] = await asyncio.create_subprocess_exec(
-                *command, *argv, env=environment, stdout=log, stderr=log
-            )
+        await deployment.start("serve", "serve")
+        for worker in WORKERS:
+            await deployment.start(worker, "worker", worker)
         await wait_until_up(url, processes["serve"])
-        yield Deployment(url, processes)
+        yield deployment
     finally:
         for process in processes.values():
             if process.returncode is None:
@@ -92,6 +110,7 @@ async def deployment(redis_url: str, tmp_path: Path) -> AsyncIterator[Deployment
         codes = {
             name: await asyncio.wait_for(process.wait(), timeout=20)
             for name, process in processes.items()
+            if name not in deployment.killed
         }
         client = redis.asyncio.Redis.from_url(redis_url)
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
@@ -99,8 +118,8 @@ async def deployment(redis_url: str, tmp_path: Path) -> AsyncIterator[Deployment
             await client.unlink(*keys)
         await client.aclose()
     # Every process shut down cleanly on SIGTERM.
-    assert codes == dict.fromkeys(processes, 0), {
-        name: (logs / f"{name}.log").read_text()[-2000:] for name in processes
+    assert codes == dict.fromkeys(codes, 0), {
+        name: (logs / f"{name}.log").read_text()[-2000:] for name in codes
     }
 
 
@@ -126,3 +145,52 @@ async def test_the_checksum_example_runs_through_separate_processes_sharing_redi
     steps = [item["to"] for item in log["history"] if "component" not in item]
     assert steps == ["OFFERED", "ACCEPTED", "PREPARING", "RUNNING", "RELEASING", "COMPLETED"]
     assert digests_of(log) == expected_digests()
+
+
+SLOW = os.urandom(64 * 1024)
+
+
+async def test_a_crashed_worker_s_event_is_taken_over_and_the_session_completes(
+    deployment: Deployment,
+) -> None:
+    # Given a data server whose download takes a few seconds
+    started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        started.set()
+        response = web.StreamResponse(headers={"Content-Length": str(len(SLOW))})
+        await response.prepare(request)
+        for offset in range(0, len(SLOW), 4096):
+            await response.write(SLOW[offset : offset + 4096])
+            await asyncio.sleep(0.2)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/slow.fits", slow)
+    server = TestServer(app)
+    await server.start_server()
+    request = checksum_request(str(server.make_url("")).rstrip("/"))
+    request["data"] = request["data"][:1]
+    request["data"][0]["location"] = str(server.make_url("/slow.fits"))
+    request["compute"]["volumes"][0]["resources"] = [request["data"][0]["meta"]["name"]]
+    async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with http.post(f"{deployment.url}/requests", json=request) as response:
+            offer = (await response.json())["offers"][0]["meta"]["uuid"]
+        async with http.post(f"{deployment.url}/sessions/{offer}", json=ACCEPT) as response:
+            assert response.status == 200
+        # When the worker staging it crashes mid-download
+        await asyncio.wait_for(started.wait(), timeout=20)
+        deployment.kill("prepare-data")
+        # and another prepare-data worker is started
+        await deployment.start("prepare-data-2", "worker", "prepare-data")
+        # Then it takes the event over and the session completes
+        phase, deadline = "PREPARING", time.monotonic() + 60
+        while phase not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
+            params = {"wait": "5", "phase": phase}
+            async with http.get(f"{deployment.url}/sessions/{offer}", params=params) as response:
+                phase = (await response.json())["phase"]
+        async with http.get(f"{deployment.url}/sessions/{offer}/log") as response:
+            log = await response.json()
+    await server.close()
+    assert phase == "COMPLETED", log["history"]
+    assert digests_of(log) == {"/inputs/slow.fits": hashlib.sha256(SLOW).hexdigest()}
