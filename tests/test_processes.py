@@ -194,3 +194,39 @@ async def test_a_crashed_worker_s_event_is_taken_over_and_the_session_completes(
     await server.close()
     assert phase == "COMPLETED", log["history"]
     assert digests_of(log) == {"/inputs/slow.fits": hashlib.sha256(SLOW).hexdigest()}
+
+
+async def test_a_broker_killed_mid_session_restarts_and_the_session_completes(
+    deployment: Deployment,
+) -> None:
+    request = {
+        "executable": {"kind": "urn:talicada:kinds:executable:delay-1.0", "duration": "PT3S"},
+        "schedule": {"requested": {"duration": "PT5M"}},
+    }
+    async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with http.post(f"{deployment.url}/requests", json=request) as response:
+            offer = (await response.json())["offers"][0]["meta"]["uuid"]
+        async with http.post(f"{deployment.url}/sessions/{offer}", json=ACCEPT) as response:
+            assert response.status == 200
+        phase, deadline = "ACCEPTED", time.monotonic() + 30
+        while phase != "RUNNING" and time.monotonic() < deadline:
+            async with http.get(f"{deployment.url}/sessions/{offer}") as response:
+                phase = (await response.json())["phase"]
+            await asyncio.sleep(0.1)
+        assert phase == "RUNNING"
+        # When the broker dies while the task runs, and comes back a little later
+        deployment.kill("serve")
+        await asyncio.sleep(1)
+        await deployment.start("serve-again", "serve")
+        await wait_until_up(deployment.url, deployment.processes["serve-again"])
+        # Then the workers' reports get through and the session completes
+        deadline = time.monotonic() + 60
+        while phase not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
+            params = {"wait": "5", "phase": phase}
+            async with http.get(f"{deployment.url}/sessions/{offer}", params=params) as response:
+                phase = (await response.json())["phase"]
+        async with http.get(f"{deployment.url}/sessions/{offer}/log") as response:
+            log = await response.json()
+    assert phase == "COMPLETED", log["history"]
+    steps = [item["to"] for item in log["history"] if "component" not in item]
+    assert steps == ["OFFERED", "ACCEPTED", "PREPARING", "RUNNING", "RELEASING", "COMPLETED"]
