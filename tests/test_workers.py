@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -33,6 +34,20 @@ def context(tmp_path: Path) -> tuple[WorkerContext, Recorder]:
     recorder = Recorder()
     settings = load(environ={}, work_dir=str(tmp_path))
     return WorkerContext(settings, recorder, set()), recorder
+
+
+def dead_launcher(files: SessionFiles) -> None:
+    """Make the session's ``launched`` marker name a launcher process that has exited."""
+    claim = msgspec.json.decode(files.launched.read_bytes())
+    claim["launcher"] = dead_pid()
+    files.launched.write_bytes(msgspec.json.encode(claim))
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 async def settle(ctx: WorkerContext) -> None:
@@ -114,6 +129,8 @@ async def test_a_restarted_launcher_reports_the_tasks_its_predecessor_left(
     await launch.local(first)(delivery)
     for task in list(first.background):
         task.cancel()
+    files = SessionFiles.of(tmp_path, "s4")
+    dead_launcher(files)
     # When a new launcher starts
     second, recorder = context(tmp_path)
     launch.local(second)
@@ -129,3 +146,55 @@ async def test_a_restarted_launcher_reports_the_tasks_its_predecessor_left(
     launch.local(third)
     await asyncio.wait_for(settle(third), timeout=10)
     assert again.reports == []
+
+
+async def test_a_live_launchers_tasks_are_not_adopted(tmp_path: Path) -> None:
+    first, _ = context(tmp_path)
+    await launch.local(first)(launch_event("s5"))
+    files = SessionFiles.of(tmp_path, "s5")
+    claim = msgspec.json.decode(files.launched.read_bytes())
+    claim["launcher"] = os.getppid()  # alive: the launcher of this task still runs
+    files.launched.write_bytes(msgspec.json.encode(claim))
+    second, recorder = context(tmp_path)
+    launch.local(second)
+    await asyncio.wait_for(settle(second), timeout=5)
+    assert recorder.reports == []
+    await release.release(first)(release_event("s5"))
+    await asyncio.wait_for(settle(first), timeout=5)
+
+
+async def test_a_launch_that_fails_to_start_can_be_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, recorder = context(tmp_path)
+    handle = launch.local(ctx)
+    delivery = launch_event("s6")
+    monkeypatch.setattr(launch, "command", lambda spec: ["/nonexistent/talicada-task"])
+    with pytest.raises(FileNotFoundError):
+        await handle(delivery)
+    files = SessionFiles.of(tmp_path, "s6")
+    assert not files.launched.exists()
+    monkeypatch.undo()
+    await handle(delivery)
+    assert [r.phase for r in recorder.reports] == ["RUNNING"]
+    await release.release(ctx)(release_event("s6"))
+    await asyncio.wait_for(settle(ctx), timeout=5)
+
+
+async def test_a_redelivered_launch_whose_task_vanished_is_failed_honestly(
+    tmp_path: Path,
+) -> None:
+    ctx, recorder = context(tmp_path)
+    files = SessionFiles.of(tmp_path, "s7")
+    files.root.mkdir(parents=True)
+    delivery = launch_event("s7")
+    files.launched.write_bytes(
+        msgspec.json.encode(
+            {"event": delivery.event.id, "component": "exe", "host": "x", "launcher": 1}
+        )
+    )
+    files.pid.write_text(str(dead_pid()))
+    await launch.local(ctx)(delivery)
+    (report,) = recorder.reports
+    assert report.phase == "FAILED"
+    assert "interrupted" in (report.message or "")

@@ -14,15 +14,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import structlog
 
 from talicada.events.bus import Delivery
 from talicada.events.envelope import Event
-from talicada.schema.iso8601 import format_instant
 from talicada.schema.model import (
     AnyData,
     AnyExecutable,
@@ -34,14 +31,12 @@ from talicada.schema.model import (
     kind_of,
 )
 from talicada.workers.files import SessionFiles
+from talicada.workers.orphans import adopt_orphans, already_launched, claim_for, tail
 from talicada.workers.release import stop_task
 from talicada.workers.runtime import CallbackFailed, Handler, WorkerContext
 from talicada.workers.tasks import TaskSpec, command, parse_result
 
 log = structlog.get_logger("talicada.worker.launch")
-
-#: Bytes of stdout and of stderr sent back with the final report.
-OUTPUT_TAIL = 16 * 1024
 
 
 def link_mounts(
@@ -76,29 +71,10 @@ def link_mounts(
                             shutil.copyfile(path, link)
 
 
-def _tail(path: Path) -> str:
-    if not path.exists():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - OUTPUT_TAIL))
-        return handle.read().decode("utf-8", errors="replace")
-
-
-class Launched(msgspec.Struct):
-    """What the ``launched`` marker records: which event started the task, for what."""
-
-    event: str
-    component: str
-
-
-_claim = msgspec.json.Encoder()
-_claimed = msgspec.json.Decoder(Launched)
-
-
 def local(context: WorkerContext) -> Handler:
-    """The local launch handler; it first adopts tasks a previous launcher left running."""
-    mine: set[str] = set()  # sessions this launcher started, and so watches
-    context.spawn(adopt_orphans(context, mine))
+    """The local launch handler; it first adopts tasks a dead launcher left running."""
+    watched: set[str] = set()  # sessions whose task this launcher watches
+    context.spawn(adopt_orphans(context, watched))
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
@@ -120,31 +96,22 @@ def local(context: WorkerContext) -> Handler:
                 event, event.component, "CANCELLED", message="released before it was launched"
             )
             return
-        mine.add(event.session)
         try:
             # One launch per session, even when the event is delivered twice.
             descriptor = os.open(files.launched, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            await context.reporter.report(event, event.component, "RUNNING")
+            await already_launched(context, event, files, watched)
             return
-        os.write(descriptor, _claim.encode(Launched(event=event.id, component=event.component)))
+        os.write(descriptor, claim_for(event))
         os.close(descriptor)
-        compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
-        data = msgspec.convert(event.body["data"], list[AnyData])
-        storage = msgspec.convert(event.body["storage"], list[SimpleStorageResource])
-        link_mounts(files, compute, data, storage)
-        paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
-        spec = TaskSpec.from_executable(executable, list(paths))
-        files.output.mkdir(parents=True, exist_ok=True)
-        with (
-            (files.output / "stdout").open("wb") as out,
-            (files.output / "stderr").open("wb") as err,
-        ):
-            process = await asyncio.create_subprocess_exec(
-                *command(spec), stdout=out, stderr=err, start_new_session=True
-            )
-        files.pid.write_text(str(process.pid))
-        log.info("task.started", session=event.session, pid=process.pid, kind=spec.kind)
+        watched.add(event.session)
+        try:
+            process, paths = await _start(event, executable, files)
+        except BaseException:
+            # Nothing runs: let a redelivery try again rather than believe it started.
+            files.launched.unlink(missing_ok=True)
+            watched.discard(event.session)
+            raise
         if files.released.exists():
             # Release began while we started: it may have looked for the pid too
             # early, so stop the task ourselves (the watcher reports CANCELLED).
@@ -153,6 +120,33 @@ def local(context: WorkerContext) -> Handler:
         await context.reporter.report(event, event.component, "RUNNING")
 
     return handle
+
+
+async def _start(
+    event: Event, executable: Ping | Delay | Checksum, files: SessionFiles
+) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+    """Link the mounts and start the task; its pid is on disk when this returns."""
+    compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
+    data = msgspec.convert(event.body["data"], list[AnyData])
+    storage = msgspec.convert(event.body["storage"], list[SimpleStorageResource])
+    link_mounts(files, compute, data, storage)
+    paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
+    spec = TaskSpec.from_executable(executable, list(paths))
+    files.output.mkdir(parents=True, exist_ok=True)
+    with (
+        (files.output / "stdout").open("wb") as out,
+        (files.output / "stderr").open("wb") as err,
+    ):
+        process = await asyncio.create_subprocess_exec(
+            *command(spec), stdout=out, stderr=err, start_new_session=True
+        )
+    try:
+        files.pid.write_text(str(process.pid))
+    except BaseException:
+        process.kill()  # a task nobody could find again must not run
+        raise
+    log.info("task.started", session=event.session, pid=process.pid, kind=spec.kind)
+    return process, paths
 
 
 async def _watch(
@@ -165,7 +159,7 @@ async def _watch(
     """Report how the task ended."""
     code = await process.wait()
     assert event.component is not None
-    stdout, stderr = _tail(files.output / "stdout"), _tail(files.output / "stderr")
+    stdout, stderr = tail(files.output / "stdout"), tail(files.output / "stderr")
     output: dict[str, str] = {"stdout": stdout, "stderr": stderr}
     log.info("task.ended", session=event.session, pid=process.pid, code=code)
     details: dict[str, object]
@@ -200,59 +194,3 @@ async def _watch(
         except CallbackFailed:
             await asyncio.sleep(2**attempt)
     log.error("task.unreported", session=event.session, phase=phase)
-
-
-async def adopt_orphans(context: WorkerContext, mine: set[str]) -> None:
-    """Watch tasks whose launcher died, and report them when they end.
-
-    A restarted launcher cannot learn such a task's exit status, so it reports
-    the executable FAILED with that reason (and its output) rather than leaving
-    the session to wait for the end of its window.
-    """
-    for files, launched, pid in await asyncio.to_thread(_orphans, context.settings.work_dir):
-        # Tasks this launcher started have watchers already.
-        if files.root.name not in mine:
-            context.spawn(_adopt(context, files, launched, pid))
-
-
-def _orphans(work_dir: str) -> list[tuple[SessionFiles, Launched, int]]:
-    """Tasks launched that neither ended nor were released (a blocking scan)."""
-    root = Path(work_dir).resolve()
-    found = []
-    for marker in sorted(root.glob("*/launched")) if root.is_dir() else []:
-        files = SessionFiles(marker.parent)
-        try:
-            if files.ended.exists() or files.released.exists():
-                continue
-            found.append((files, _claimed.decode(marker.read_bytes()), int(files.pid.read_text())))
-        except (OSError, ValueError, msgspec.DecodeError):
-            continue
-    return found
-
-
-async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched, pid: int) -> None:
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            pass
-        await asyncio.sleep(0.5)
-    files.ended.write_text("unknown")
-    output = {"stdout": _tail(files.output / "stdout"), "stderr": _tail(files.output / "stderr")}
-    event = Event(
-        id=launched.event,
-        type="executable.launch",
-        session=files.root.name,
-        component=launched.component,
-        created=format_instant(datetime.now(UTC)),
-    )
-    log.warning("task.adopted_ended", session=event.session, pid=pid)
-    await context.reporter.report(
-        event,
-        launched.component,
-        "FAILED",
-        message="the launcher restarted while the task ran; its outcome is unknown",
-        output=output,
-    )
