@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from talicada import constants
+from talicada.broker import engine
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
@@ -442,3 +443,22 @@ async def test_the_memory_store_forgets_finished_sessions_after_the_retention_pe
     assert await store.sessions([uuid]) == [None]
     page, _ = await broker.list_sessions("alice")
     assert page == []
+
+
+async def test_a_window_end_that_came_due_before_an_extension_waits_for_the_new_end(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    await broker.driver.start(uuid)
+    await broker.update(uuid, "alice", duration_update("PT2H"))
+    # When the old window-end step runs anyway (claimed just before the extension)
+    clock.now += timedelta(minutes=15)
+    assert await broker.driver.advance(uuid, engine.end_of_window) == "ok"
+    # Then the session keeps running, and the timer waits for the new end
+    assert (await broker.session(uuid, "alice")).phase == "PREPARING"
+    soon = int((clock.now + timedelta(minutes=5)).timestamp() * 1000)
+    assert f"window-end:{uuid}" not in await store.claim_due(soon, 1, 100)

@@ -53,11 +53,16 @@ async def open_store(settings: Settings) -> Store:
     """The store ``settings`` ask for: Redis when configured, else in memory."""
     if settings.redis_url is None:
         from talicada.broker.store.memory import MemoryStore
+        from talicada.events.memory_bus import MemoryBus
 
-        return MemoryStore()  # with its own in-memory bus
+        return MemoryStore(MemoryBus(reclaim_idle_ms=int(settings.reclaim_idle * 1000)))
     from talicada.broker.store.redis import RedisStore
 
-    return await RedisStore.connect(settings.redis_url, prefix=settings.key_prefix)
+    return await RedisStore.connect(
+        settings.redis_url,
+        prefix=settings.key_prefix,
+        reclaim_idle_ms=int(settings.reclaim_idle * 1000),
+    )
 
 
 def create_app(

@@ -20,7 +20,7 @@ The session phase is derived from its components by :func:`derive`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -43,7 +43,7 @@ from talicada.schema.iso8601 import (
     parse_instant,
     parse_interval,
 )
-from talicada.schema.model import ComponentPhase, SessionPhase, kind_of
+from talicada.schema.model import Checksum, ComponentPhase, Delay, Ping, SessionPhase, kind_of
 
 #: Stream roles (DESIGN §6): one per kind of worker, plus observers.
 PREPARE_DATA: Final = "prepare-data"
@@ -246,6 +246,11 @@ def end_of_window(record: SessionRecord, phase: SessionPhase, now: datetime) -> 
     if phase not in ("PREPARING", "AVAILABLE", "RUNNING"):
         return None
     build = _Builder(record, phase, now)
+    end = window_end(record)
+    if now < end:
+        # The window was extended after this timer came due: wait for the new end.
+        build.change.add_timers[f"window-end:{record.uuid}"] = _ms(end)
+        return build.change
     build.move("RELEASING", "the booked window ended")
     _release(build, "the booked window ended")
     return build.change
@@ -269,8 +274,22 @@ def _release(build: _Builder, reason: str) -> None:
     build.change.drop_timers += [f"window-end:{uuid}", f"prepare:{uuid}", f"start:{uuid}"]
     # If the release never completes (its worker is gone, its event dead-lettered),
     # this timer ends the session anyway, so no booking is held for ever.
-    deadline = build.now + constants.RELEASE_DEADLINE
+    deadline = build.now + release_allowance(build.change.record)
     build.change.add_timers[f"release-deadline:{uuid}"] = _ms(deadline)
+
+
+def release_allowance(record: SessionRecord) -> timedelta:
+    """How long a release may take: the platform's estimate with room to spare,
+    never less than :data:`constants.RELEASE_DEADLINE`, plus any injected delay."""
+    allowance = constants.RELEASE_DEADLINE
+    schedule = record.session.schedule
+    if schedule and schedule.releasing and schedule.releasing.duration:
+        allowance = max(allowance, 3 * parse_duration(schedule.releasing.duration))
+    executable = record.session.executable
+    fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
+    if fail is not None and fail.phase == "RELEASING":
+        allowance += parse_duration(fail.after)
+    return allowance
 
 
 def release_overdue(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:

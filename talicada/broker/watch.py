@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 
 from aiohttp import web
@@ -88,7 +89,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     # A reconnecting client resumes after the last event it saw (the ids are
     # positions in the session's history).
     resume = request.headers.get("Last-Event-ID", "")
-    sent = int(resume) + 1 if resume.isdigit() else 0
+    sent = int(resume) + 1 if re.fullmatch(r"[0-9]{1,9}", resume) else 0
     # Watch before the stream starts, so a busy replica can still answer 503.
     async with request.app[NOTIFIER].watch(uuid) as changed:
         await response.prepare(request)

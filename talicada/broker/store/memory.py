@@ -87,6 +87,8 @@ class MemoryStore:
         # a scan; heap entries whose time no longer matches are skipped.
         self._timers: dict[str, int] = {}
         self._due: list[tuple[int, str]] = []
+        #: The latest time the broker has told us of (ms): purges are timed from it.
+        self._now = int(time.time() * 1000)
         # owner → sorted [(created, uuid)] so listing is a bisect, not a scan.
         self._owned: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
 
@@ -140,6 +142,7 @@ class MemoryStore:
         ]
 
     async def accept(self, uuid: str, now: int, record: Transition) -> Outcome:
+        self._now = max(self._now, now)
         offer = self._sessions.get(uuid)
         if offer is None:
             return Outcome("missing")
@@ -264,6 +267,7 @@ class MemoryStore:
         heapq.heappush(self._due, (due, name))
 
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
+        self._now = max(self._now, now)
         claimed: list[str] = []
         while self._due and self._due[0][0] <= now and len(claimed) < limit:
             due, name = heapq.heappop(self._due)
@@ -279,7 +283,8 @@ class MemoryStore:
 
     def _forget_later(self, uuid: str) -> None:
         """Drop a finished session after the retention period, as Redis expires its keys."""
-        self._set_timer(f"purge:{uuid}", int(time.time() * 1000) + _RETENTION_MS)
+        # In the timers' own time base (the broker's clock), not the wall clock.
+        self._set_timer(f"purge:{uuid}", self._now + _RETENTION_MS)
 
     def _purge(self, uuid: str) -> None:
         record = self._sessions.pop(uuid, None)

@@ -69,11 +69,14 @@ class RedisStore:
         *,
         prefix: str = "talicada",
         maxlen: int = constants.STREAM_MAXLEN,
+        reclaim_idle_ms: int = int(constants.RECLAIM_IDLE.total_seconds() * 1000),
     ) -> None:
         self.client = client
         self.keys = constants.Keys(prefix)
         self.maxlen = maxlen
-        self.bus: Bus = RedisBus(client, prefix=prefix, maxlen=maxlen)
+        self.bus: Bus = RedisBus(
+            client, prefix=prefix, maxlen=maxlen, reclaim_idle_ms=reclaim_idle_ms
+        )
         self._commit = client.register_script(_script("commit"))
         self._hold = client.register_script(_script("hold"))
         self._accept = client.register_script(_script("accept"))
@@ -81,11 +84,11 @@ class RedisStore:
         self._claim = client.register_script(_script("claim_due"))
 
     @classmethod
-    async def connect(cls, url: str, *, prefix: str = "talicada") -> RedisStore:
+    async def connect(cls, url: str, *, prefix: str = "talicada", **options: Any) -> RedisStore:
         """A store on the Redis at ``url``; fails fast when it does not answer."""
         client = aioredis.Redis.from_url(url, decode_responses=False)
         await client.ping()
-        return cls(client, prefix=prefix)
+        return cls(client, prefix=prefix, **options)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         return await script(keys=keys, args=args)

@@ -55,6 +55,8 @@ for i = 1, offers do
   redis.call('RPUSH', KEYS[k + 2], record)
   redis.call('ZADD', KEYS[2], expires, 'expire:' .. uuid)
   redis.call('ZADD', KEYS[k + 3], created, uuid)
+  -- Sessions past retention have expired keys: keep the owner's index to match.
+  redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', '(' .. (created - retention))
   announce(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV], event)
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1])
