@@ -441,6 +441,7 @@ async def test_the_memory_store_forgets_finished_sessions_after_the_retention_pe
     assert await store.sessions([uuid]) != [None]
     await store.claim_due(later + 60_000, 1, 100)
     assert await store.sessions([uuid]) == [None]
+    assert await store.offerset(view.record.uuid) is None
     page, _ = await broker.list_sessions("alice")
     assert page == []
 

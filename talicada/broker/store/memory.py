@@ -296,6 +296,10 @@ class MemoryStore:
         index = bisect.bisect_left(owned, (record.created, uuid))
         if index < len(owned) and owned[index] == (record.created, uuid):
             del owned[index]
+        offerset = self._offersets.get(record.offerset)
+        if offerset is not None and not any(o in self._sessions for o in offerset.offers):
+            del self._offersets[record.offerset]  # its last offer is gone
+            self._accepted.pop(record.offerset, None)
 
     async def drop_timer(self, name: str) -> None:
         self._timers.pop(name, None)
