@@ -45,10 +45,7 @@ for i = 1, offers do
   local uuid, doc, p, first, last, cores, memory, expires, created, record, event = offer_args(i)
   local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
   local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
-  for slot = first, last - 1 do
-    redis.call('HINCRBY', usage, 'c' .. slot, cores)
-    redis.call('HINCRBY', usage, 'm' .. slot, memory)
-  end
+  count(usage, first, last, cores, memory, 1)
   redis.call('HSET', entries, uuid, table.concat({'H', first, last, cores, memory}, '|'))
   local k = 2 + (i - 1) * 3
   redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
