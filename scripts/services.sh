@@ -186,19 +186,27 @@ show_log() {
 
 # ------------------------------------------------------------- ensure ---
 
+# reuse_running LABEL CHECK URL OWN_URL VAR: export VAR for a server already
+# answering, at URL or at our own address; fail (status 1) when none does.
+reuse_running() {
+    local label=$1 check=$2 url=$3 own=$4 var=$5
+    if "$check" "$url"; then
+        log "$label: using $(redact "$url")"
+        emit_export "$var" "$url"
+        return 0
+    fi
+    log "$label: nothing answers at $(redact "$url")"
+    if [[ "$url" != "$own" ]] && "$check" "$own"; then
+        log "$label: using our own server already running at $own"
+        emit_export "$var" "$own"
+        return 0
+    fi
+    return 1
+}
+
 ensure_redis() {
     local url="${TALICADA_TEST_REDIS_URL:-$DEFAULT_REDIS_URL}" dir="$VAR_DIR/redis"
-    if redis_ping "$url"; then
-        log "Redis: using $(redact "$url")"
-        emit_export TALICADA_TEST_REDIS_URL "$url"
-        return
-    fi
-    log "Redis: nothing answers PING at $(redact "$url")"
-    if [[ "$url" != "$OWN_REDIS_URL" ]] && redis_ping "$OWN_REDIS_URL"; then
-        log "Redis: using our own server already running at $OWN_REDIS_URL"
-        emit_export TALICADA_TEST_REDIS_URL "$OWN_REDIS_URL"
-        return
-    fi
+    reuse_running Redis redis_ping "$url" "$OWN_REDIS_URL" TALICADA_TEST_REDIS_URL && return
     ensure_binary redis-server redis-server TALICADA_TEST_REDIS_URL
     mkdir -p "$dir"
     log "Redis: starting our own redis-server on 127.0.0.1:$OWN_REDIS_PORT (logs: $dir/redis.log)"
@@ -219,17 +227,7 @@ ensure_redis() {
 
 ensure_mosquitto() {
     local url="${TALICADA_TEST_MQTT_URL:-$DEFAULT_MQTT_URL}" dir="$VAR_DIR/mosquitto"
-    if mqtt_check "$url"; then
-        log "MQTT: using $(redact "$url")"
-        emit_export TALICADA_TEST_MQTT_URL "$url"
-        return
-    fi
-    log "MQTT: no broker accepts connections at $(redact "$url")"
-    if [[ "$url" != "$OWN_MQTT_URL" ]] && mqtt_check "$OWN_MQTT_URL"; then
-        log "MQTT: using our own broker already running at $OWN_MQTT_URL"
-        emit_export TALICADA_TEST_MQTT_URL "$OWN_MQTT_URL"
-        return
-    fi
+    reuse_running MQTT mqtt_check "$url" "$OWN_MQTT_URL" TALICADA_TEST_MQTT_URL && return
     ensure_binary mosquitto mosquitto TALICADA_TEST_MQTT_URL
     mkdir -p "$dir"
     # Minimal test-only config: anonymous, loopback only, no persistence.
