@@ -174,8 +174,8 @@ class RedisStore:
             return Outcome("missing")
         offerset = await self.offerset(offer.offerset)
         siblings = [s for s in (offerset.offers if offerset else []) if s != uuid]
-        # Siblings may sit on other platforms; read where, to name their keys.
-        sibling_records = [await self._locate(sibling) for sibling in siblings]
+        # Siblings may sit on other platforms; read where (one pipeline), to name their keys.
+        sibling_records = [live.record if live else None for live in await self.sessions(siblings)]
         rejected = Transition(
             time=record.time,
             source="OFFERED",
