@@ -24,9 +24,6 @@ DEFAULT_START_WINDOW = timedelta(hours=24)
 #: Calendar resolution. Bookings are rounded outwards to whole slots so the
 #: calendar is a fixed number of counters per hour, whatever the booking count.
 CALENDAR_SLOT = timedelta(minutes=1)
-#: How long calendar counters are kept after their slot has passed (history
-#: for operators; the planner never reads the past).
-CALENDAR_RETENTION = timedelta(days=2)
 #: How often each broker replica looks for due timers (offer expiry). An
 #: expired offer becomes EXPIRED within this period plus one Redis round trip.
 TIMER_POLL = timedelta(milliseconds=200)

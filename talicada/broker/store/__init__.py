@@ -28,13 +28,6 @@ from talicada.events.bus import Bus
 from talicada.schema.model import SessionPhase
 
 
-class Page(Protocol):
-    """One page of a listing and the cursor of the next (None at the end)."""
-
-    sessions: list[LiveSession]
-    cursor: str | None
-
-
 class Store(Protocol):
     """What the broker needs from its state store."""
 
