@@ -3,7 +3,8 @@ latency, and a ``main`` that serves it on a port for people to try by hand.
 
 Faults are queued per route name: ``faults.add("create", 503, times=2)`` makes
 the next two calls of the route named ``create`` answer 503 (``status=0``
-drops the connection without an answer, ``delay`` makes the answer late).
+drops the connection without an answer, ``delay`` makes the answer late,
+``after=True`` lets the route do its work first so only the answer is lost).
 Tests assert on :attr:`StandIn.calls`, the exact calls made, in order.
 """
 
@@ -34,12 +35,17 @@ class Call:
 
 @dataclass
 class Fault:
-    """One injected answer: a status (0: drop the connection), after ``delay`` seconds."""
+    """One injected answer: a status (0: drop the connection), after ``delay`` seconds.
+
+    With ``after`` the real handler runs first and its answer is replaced, which
+    is how an answer lost after the service acted is simulated.
+    """
 
     status: int
     delay: float = 0.0
     body: str = "injected fault"
     headers: dict[str, str] = field(default_factory=dict)
+    after: bool = False
 
 
 @dataclass
@@ -78,6 +84,8 @@ class StandIn:
             queue = self.faults.get(name)
             if queue:
                 fault = queue.popleft()
+                if fault.after:
+                    await handler(request)  # the effect happens; its answer is lost
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status == 0:
@@ -90,11 +98,20 @@ class StandIn:
         return recorded
 
 
-def serve_main(name: str, build: Callable[[argparse.Namespace], web.Application]) -> None:
-    """``python -m tests.standins.<name> --port N``: serve the stand-in until Ctrl-C."""
+def serve_main(
+    name: str,
+    build: Callable[[argparse.Namespace], web.Application],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """``python -m tests.standins.<name> --port N``: serve the stand-in until Ctrl-C.
+
+    ``options`` may add the stand-in's own command-line options.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m tests.standins.{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     web.run_app(build(args), host=args.host, port=args.port)
