@@ -104,7 +104,7 @@ def legal(value: int | tuple[int, int | None], options: Sequence[int]) -> int | 
     None when no option fits: Skaha accepts only the listed values, so a
     request is rounded up to one, never down below what was asked.
     """
-    low, high = (value, value) if isinstance(value, int) else value
+    low, high = (value, None) if isinstance(value, int) else value
     fitting = [option for option in options if option >= low and (high is None or option <= high)]
     return min(fitting, default=None)
 

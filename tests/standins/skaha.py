@@ -161,10 +161,10 @@ def create_app(state: SkahaState) -> web.Application:
         return web.json_response(state.view(_owned(state, request)))
 
     async def logs(request: web.Request) -> web.StreamResponse:
-        return _text(200, state.logs(_owned(state, request)).rstrip("\n"))
+        return web.Response(text=state.logs(_owned(state, request)), content_type="text/plain")
 
     async def events(request: web.Request) -> web.StreamResponse:
-        return _text(200, state.events(_owned(state, request)).rstrip("\n"))
+        return web.Response(text=state.events(_owned(state, request)), content_type="text/plain")
 
     views = {"logs": state.route("logs", logs), "events": state.route("events", events)}
     plain = state.route("get", get)
