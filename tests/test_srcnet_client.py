@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from talicada.services._http import ServiceError, TokenFile
+from talicada.services.callbacks import CallbackError, decode_callback, verify_callback
 from talicada.services.srcnet import Replica, SrcnetClient, Staging, nearest, state_of
 from tests.standins.srcnet import Copy, SrcnetStandIn, build_app
 
@@ -283,10 +283,12 @@ async def test_a_registered_callback_gets_every_change_signed_and_retried(rig: R
     assert [d.status for d in rig.standin.deliveries] == [500, 204, 204, 204]
     payloads = []
     for body, headers in received:
-        stamp = headers["X-Callback-Timestamp"]
-        mac = hmac.new(b"hush", f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(headers["X-Callback-Signature"], f"sha256={mac}")
+        verify_callback(b"hush", headers, body, time.time())  # raises unless signed and fresh
+        event = decode_callback(body)
+        assert (event.service, event.id) == ("srcnet", job_id)
         payloads.append(json.loads(body))
+    with pytest.raises(CallbackError, match="does not match"):
+        verify_callback(b"other secret", received[-1][1], received[-1][0], time.time())
     changes = [(p["status"], p["previous"]) for p in payloads[1:]]
     assert changes == [("queued", None), ("staging", "queued"), ("done", "staging")]
     assert {p["service"] for p in payloads} == {"srcnet"}
