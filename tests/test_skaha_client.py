@@ -106,6 +106,18 @@ def test_session_type_follows_image_labels_and_container_needs() -> None:
     assert session_type([], notebook=False) == "headless"
 
 
+def test_callback_details_come_from_either_services_key() -> None:
+    common = b'"service": "x", "id": "1", "status": "done", "time": "2024-01-01T00:00:00Z"'
+    skaha = decode_callback(b"{" + common + b', "session": {"a": 1}}')
+    srcnet = decode_callback(b"{" + common + b', "details": {"b": 2}, "previous": "run"}')
+    assert (skaha.details, skaha.previous) == ({"a": 1}, None)
+    assert (srcnet.details, srcnet.previous) == ({"b": 2}, "run")
+    with pytest.raises(CallbackError, match="malformed"):
+        decode_callback(b'{"service": "x"}')
+    with pytest.raises(CallbackError, match="not JSON"):
+        decode_callback(b"{")
+
+
 # ------------------------------------------------------------------ catalogue
 
 
@@ -340,7 +352,7 @@ async def test_signed_status_changes_are_delivered_and_verify(
     ]
     assert {e.id for e in events} == {sid}
     assert {e.service for e in events} == {"skaha"}
-    assert events[-1].session["status"] == "Succeeded"
+    assert events[-1].details["status"] == "Succeeded"
     assert [d.status for d in rig.state.deliveries][:2] == [500, 204]
     headers, body = hook.deliveries[0]
     with pytest.raises(CallbackError, match="does not match"):

@@ -35,9 +35,9 @@ class CallbackError(ValueError):
 class CallbackEvent(msgspec.Struct, frozen=True):
     """One status change as a service reports it.
 
-    ``session`` is the service's own description of the session (for Skaha,
-    what ``GET /v1/session/{id}`` returns), kept raw because each service
-    shapes it differently.
+    ``details`` is the service's own description of the thing that changed,
+    kept raw because each service shapes it differently: Skaha sends it as
+    ``session`` (what ``GET /v1/session/{id}`` returns), SRCNet as ``details``.
     """
 
     service: str
@@ -45,7 +45,17 @@ class CallbackEvent(msgspec.Struct, frozen=True):
     status: str
     time: str
     previous: str | None = None
-    session: dict[str, Any] = msgspec.field(default_factory=dict)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _Wire(msgspec.Struct):
+    service: str
+    id: str
+    status: str
+    time: str
+    previous: str | None = None
+    details: dict[str, Any] | None = None
+    session: dict[str, Any] | None = None
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -90,8 +100,12 @@ def verify_callback(
 def decode_callback(body: bytes) -> CallbackEvent:
     """The event a (verified) delivery carries; :class:`CallbackError` when malformed."""
     try:
-        return msgspec.json.decode(body, type=CallbackEvent)
+        wire = msgspec.json.decode(body, type=_Wire)
     except msgspec.ValidationError as error:
         raise CallbackError(f"callback body is malformed: {error}") from None
     except msgspec.DecodeError as error:
         raise CallbackError(f"callback body is not JSON: {error}") from None
+    details = wire.details if wire.details is not None else wire.session
+    return CallbackEvent(
+        wire.service, wire.id, wire.status, wire.time, wire.previous, details or {}
+    )
