@@ -1,4 +1,4 @@
-"""The Skaha stand-in speaks what the official client speaks.
+"""The Skaha stand-in speaks what the official client speaks, and runs on its own.
 
 ``canfar.sessions.AsyncSession`` (CANFAR's own Python client) drives the
 stand-in on loopback: a runtime ``url`` and ``token`` make it use neither a
@@ -7,7 +7,14 @@ saved configuration nor the network, and its models read the JSON it gets.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -128,3 +135,34 @@ async def test_context_and_images_read_with_canfars_models(base: str) -> None:
     assert resources.sessions == 5
     parsed = [Image.model_validate(image) for image in images]
     assert {image.id: image.types for image in parsed}[NOTEBOOK] == ["notebook"]
+
+
+# ------------------------------------------------------------------ by hand
+
+
+def test_standin_runs_on_its_own() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "tests.standins.skaha", "--port", str(port), "--token", "t0k"]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        answer = _poll(f"http://127.0.0.1:{port}/skaha/v1/image", "t0k")
+        assert TERMINAL in answer
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _poll(url: str, token: str) -> str:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -389,36 +385,3 @@ async def test_status_changes_are_called_back_unasked(
         assert state.sessions[sid].status == "Succeeded"
     finally:
         await server.close()
-
-
-# ------------------------------------------------------------------ by hand
-
-
-def test_standin_runs_on_its_own() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "tests.standins.skaha", "--port", str(port), "--token", "t0k"]
-    root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
-    try:
-        answer = _poll(f"http://127.0.0.1:{port}/skaha/v1/image", "t0k")
-        assert TERMINAL in answer
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _poll(url: str, token: str) -> str:
-    import urllib.request
-
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=2) as answer:
-                return str(answer.read().decode())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
