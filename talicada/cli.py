@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from talicada import __version__, logs
+from talicada.events.streams import LIFECYCLE, ROLES, Role, stream
 from talicada.settings import Settings, SettingsError, load
 from talicada.workers.registry import WORKERS
 
@@ -53,8 +54,16 @@ def _parser() -> argparse.ArgumentParser:
             "events in hand, then exits."
         ),
     )
-    worker.add_argument("name", choices=sorted(WORKERS), help="which worker")
-    worker.add_argument("--implementation", help="platform implementation (default: local/none)")
+    worker.add_argument("name", choices=WORKERS, help="which worker role")
+    worker.add_argument(
+        "--backend",
+        "--implementation",
+        dest="backend",
+        help=(
+            "which back end of the role to run (local, skaha, srcnet, harbor, none); it consumes "
+            "the stream ROLE:BACKEND. Default: the one the configured platforms use"
+        ),
+    )
     worker.add_argument("--config", metavar="FILE", help="TOML settings file (TALICADA_CONFIG)")
 
     events = commands.add_parser("events", help="look at the event streams (operators)")
@@ -67,8 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--stream",
         action="append",
-        choices=["lifecycle", "prepare-data", "image-cache", "launch", "release"],
-        help="stream to follow (repeatable; default: lifecycle)",
+        help=(
+            "stream to follow: lifecycle, a role (prepare-data, image-cache, launch, release: "
+            "every back end the platforms use) or ROLE:BACKEND (repeatable; default: lifecycle)"
+        ),
     )
     tail.add_argument("--session", help="only events of this session")
     tail.add_argument("--type", action="append", default=[], help="only events of this type")
@@ -155,11 +166,15 @@ def _worker(args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(f"talicada: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_run_worker(args.name, args.implementation, settings))
+    try:
+        asyncio.run(_run_worker(args.name, args.backend, settings))
+    except SettingsError as error:
+        print(f"talicada: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
-async def _run_worker(name: str, implementation: str | None, settings: Settings) -> None:
+async def _run_worker(name: Role, backend: str | None, settings: Settings) -> None:
     import redis.asyncio as aioredis
 
     from talicada.events.redis_bus import RedisBus
@@ -182,7 +197,7 @@ async def _run_worker(name: str, implementation: str | None, settings: Settings)
             broker_url=settings.broker_url,
             secret=settings.callback_secret.encode(),
             stop=stop,
-            implementation=implementation,
+            backend=backend,
         )
     finally:
         await client.aclose()
@@ -193,6 +208,7 @@ def _events(args: argparse.Namespace) -> int:
         settings = load(args.config)
         if settings.redis_url is None:
             raise SettingsError("redis_url: following events needs TALICADA_REDIS_URL")
+        args.stream = _streams(args.stream or [LIFECYCLE], settings)
     except SettingsError as error:
         print(f"talicada: {error}", file=sys.stderr)
         return 2
@@ -212,7 +228,7 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> None:
             return
         await tail.follow(
             bus,
-            args.stream or ["lifecycle"],
+            args.stream,
             session=args.session,
             types=args.type,
             from_start=args.from_start,
@@ -221,6 +237,26 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> None:
         )
     finally:
         await bus.close()
+
+
+def _streams(names: list[str], settings: Settings) -> list[str]:
+    """Stream names from ``--stream`` values: a role stands for each of its back ends in use."""
+    from talicada.workers.backends import BACKENDS, backends_in_use
+
+    found: list[str] = []
+    for name in names:
+        role, _, backend = name.partition(":")
+        if name == LIFECYCLE:
+            found.append(name)
+        elif role not in ROLES:
+            raise SettingsError(f"--stream {name}: not lifecycle, a role or ROLE:BACKEND")
+        elif backend:
+            if backend not in BACKENDS[role]:
+                raise SettingsError(f"--stream {name}: no back end {backend!r} for {role}")
+            found.append(name)
+        else:
+            found += [stream(r, b) for r, b in backends_in_use(settings.platforms) if r == role]
+    return found
 
 
 def _stop_on_signals() -> asyncio.Event:

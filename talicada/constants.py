@@ -10,6 +10,7 @@ deployment owns.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal, get_args
 
 # -- timing defaults ------------------------------------------------------
 
@@ -66,6 +67,25 @@ STREAM_BLOCK = timedelta(seconds=1)
 
 #: The field of a stream entry that holds the encoded event.
 STREAM_FIELD = "event"
+
+# -- timers ---------------------------------------------------------------
+
+#: What a due-time event does when it comes due (the driver maps each to a step).
+TimerKind = Literal["expire", "start", "prepare", "window-end", "release-deadline"]
+TIMER_KINDS: frozenset[str] = frozenset(get_args(TimerKind))
+
+
+def timer(kind: TimerKind, session: str) -> str:
+    """The name of a due-time event: ``window-end:<uuid>``. The only place one is made
+    (the Lua scripts take the names they need as arguments)."""
+    return f"{kind}:{session}"
+
+
+def parse_timer(name: str) -> tuple[str, str]:
+    """The kind and session of a timer name made by :func:`timer`."""
+    kind, _, session = name.partition(":")
+    return kind, session
+
 
 # -- Redis keys -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from talicada import constants
+from talicada.events.streams import Role
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -65,9 +66,80 @@ class Preparation(_Frozen, frozen=True):
     release: Annotated[float, Meta(ge=0)] = 10.0
 
 
+class SkahaSettings(_Frozen, frozen=True):
+    """How the ``skaha`` launcher reaches a CANFAR Skaha service (``[platforms.skaha]``).
+
+    url: the service's base URL; ``/v1/...`` is appended.
+    token_file: bearer token of the Skaha account the broker launches as
+    (re-read when the file changes).
+    poll_interval: seconds between two looks at all of the account's sessions.
+    notebook_image: the image jupyter-notebook executables run in.
+    pending_margin: seconds a session may stay Pending beyond its preparing window.
+    max_sessions: sessions Skaha lets the account run at once; offers respect it.
+    callbacks: take Skaha's callbacks instead of polling when it offers them.
+    callback_listen, callback_url: where the launcher listens for those
+    callbacks (``host:port``) and the URL Skaha is given for them.
+    """
+
+    url: str
+    token_file: str | None = None
+    poll_interval: Annotated[float, Meta(gt=0)] = 10.0
+    notebook_image: str | None = None
+    pending_margin: Annotated[float, Meta(ge=0)] = 300.0
+    max_sessions: PositiveInt = 3
+    callbacks: bool = True
+    callback_listen: str | None = None
+    callback_url: str | None = None
+    #: Seconds the broker trusts Skaha's catalogue of images and legal sizes.
+    catalogue_ttl: Annotated[float, Meta(gt=0)] = 300.0
+
+
+class SrcnetSettings(_Frozen, frozen=True):
+    """How the ``srcnet`` stager reaches SRCNet data management (``[platforms.srcnet]``).
+
+    url: the data-management API's base URL; ``/v1/...`` is appended.
+    token_file: bearer token (re-read when the file changes).
+    storage_area: the storage area (RSE) the platform's sessions read from.
+    site: the site of that storage area (a replica at the same site is preferred).
+    mount_root: where the storage area appears inside the platform's sessions.
+    poll_interval: seconds between two looks at the staging requests in flight.
+    callbacks, callback_listen, callback_url: as for Skaha.
+    """
+
+    url: str
+    storage_area: str
+    token_file: str | None = None
+    site: str | None = None
+    mount_root: str = "/arc/data"
+    poll_interval: Annotated[float, Meta(gt=0)] = 5.0
+    callbacks: bool = True
+    callback_listen: str | None = None
+    callback_url: str | None = None
+
+
+class HarborSettings(_Frozen, frozen=True):
+    """How the ``harbor`` image cache reaches the site's Harbor (``[platforms.harbor]``).
+
+    url: Harbor's base URL (``/api/v2.0`` and ``/v2`` are appended).
+    proxy_project: the proxy-cache project that pulls images absent from the site.
+    username, secret_file: a robot account (none: anonymous reads).
+    pull_timeout: seconds a pull-through may take before the image fails.
+    """
+
+    url: str
+    proxy_project: str
+    username: str | None = None
+    secret_file: str | None = None
+    pull_timeout: Annotated[float, Meta(gt=0)] = 600.0
+    poll: Annotated[float, Meta(gt=0)] = 2.0
+
+
 class PlatformSettings(_Frozen, frozen=True):
     """One execution platform the broker makes offers on.
 
+    ``launcher``, ``stager`` and ``image_cache`` name the back end of each
+    worker role (:mod:`talicada.workers.backends` lists them); a back end that
+    talks to an outside service reads its own table (``[platforms.skaha]``).
     ``cores`` and ``memory`` (GiB) are the platform's total capacity in the
     calendar; ``max_cores`` and ``max_memory`` bound one session. ``executables``
     and ``data`` list the kinds it supports; ``data_schemes`` the URL schemes
@@ -75,7 +147,15 @@ class PlatformSettings(_Frozen, frozen=True):
     """
 
     name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    launcher: Literal["local", "skaha", "slurm"] = "local"
+    #: Back end that launches (and releases) executables: local, skaha.
+    launcher: str = "local"
+    #: Back end that allocates storage and stages data: local, srcnet.
+    stager: str = "local"
+    #: Back end that makes images available before launch: none, harbor.
+    image_cache: str = "none"
+    skaha: SkahaSettings | None = None
+    srcnet: SrcnetSettings | None = None
+    harbor: HarborSettings | None = None
     executables: list[str] = msgspec.field(default_factory=lambda: ["ping", "delay", "checksum"])
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
@@ -92,6 +172,14 @@ class PlatformSettings(_Frozen, frozen=True):
     #: Price per core-hour; when set the planner honours cost maxima.
     core_hour_price: Annotated[float, Meta(ge=0)] | None = None
     preparation: Preparation = msgspec.field(default_factory=Preparation)
+
+    def backend(self, role: Role) -> str:
+        """The back end that does ``role``'s work on this platform."""
+        if role == "prepare-data":
+            return self.stager
+        if role == "image-cache":
+            return self.image_cache
+        return self.launcher  # launch and release
 
     @property
     def session_cores(self) -> int:
@@ -251,7 +339,11 @@ def _check_platforms(settings: Settings) -> None:
         raise SettingsError("invalid setting: platforms: at least one platform is needed")
     if len(set(names)) != len(names):
         raise SettingsError("invalid setting: platforms: platform names must be unique")
+    from talicada.workers.backends import problems
+
     for index, platform in enumerate(settings.platforms):
+        for problem in problems(platform):
+            raise SettingsError(f"invalid setting: platforms[{index}] ({platform.name}): {problem}")
         for field, family in (("executables", Family.EXECUTABLE), ("data", Family.DATA)):
             for kind in getattr(platform, field):
                 if kind not in KINDS[family]:

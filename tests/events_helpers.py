@@ -10,6 +10,7 @@ from datetime import timedelta
 from talicada.constants import MAX_DELIVERIES
 from talicada.events import Bus, Consumer, Delivery, Event
 from talicada.events.consumer import Handler, OnDeadLetter
+from talicada.events.envelope import SessionChanged, TransitionBody
 
 #: Reclaim idle time of the buses under test: short, so the suite stays fast.
 RECLAIM_MS = 200
@@ -17,9 +18,21 @@ RECLAIM_MS = 200
 TIMEOUT = 5.0
 
 
-def event(n: int = 0, **body: object) -> Event:
-    """A test event numbered ``n`` in its body."""
-    return Event.new("executable.launch", f"session-{n}", component="exe", body={"n": n, **body})
+def event(n: int = 0, **flags: bool) -> Event:
+    """A test event numbered ``n`` (its session is ``session-<n>``); ``flags`` ride in its cause."""
+    cause = ",".join(name for name, on in flags.items() if on) or "test"
+    body = TransitionBody(source="RUNNING", target="RELEASING", cause=cause, time=str(n))
+    return SessionChanged.new(f"session-{n}", component="exe", body=body)
+
+
+def number(event: Event) -> int:
+    """The number ``event`` was made with."""
+    return int(event.session.removeprefix("session-"))
+
+
+def flagged(event: Event, flag: str) -> bool:
+    """Whether ``event`` was made with ``flag`` set."""
+    return isinstance(event, SessionChanged) and flag in event.body.cause.split(",")
 
 
 async def receive_until(

@@ -6,10 +6,11 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from talicada.broker.engine import PREPARE_DATA
 from talicada.broker.keys import BROKER
-from talicada.events.envelope import Event
+from talicada.events.envelope import StageBody, StageData
+from talicada.events.streams import PREPARE_DATA, stream
 from talicada.schema.iso8601 import format_instant
+from talicada.schema.model import SimpleDataResource
 from tests.conftest import BrokerFactory
 from tests.lifecycle_support import accept_first, checksum_request, wait_for_phase
 
@@ -29,10 +30,10 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_the_next_one_run
     data = session["data"][0]["meta"]["uuid"]
 
     # When a staging event that makes the worker raise every time is published
-    poison = Event.new(
-        "data.stage", waiting, component=data, body={"data": {"kind": "nonsense"}, "storage": "x"}
-    )
-    await bus.publish(PREPARE_DATA, poison)
+    # (its platform is one no worker knows, so handling it raises every time)
+    body = StageBody(data=SimpleDataResource(location="http://x/y"), storage="x")
+    poison = StageData.new(waiting, component=data, platform="nonsense", body=body)
+    await bus.publish(stream(PREPARE_DATA, "local"), poison)
     # and a healthy session follows it on the same stream
     healthy = await accept_first(client, checksum_request(file_server))
 
@@ -46,7 +47,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_the_next_one_run
         await asyncio.sleep(0.05)
     (letter,) = letters
     assert letter.deliveries == 3
-    assert letter.stream.endswith(PREPARE_DATA)
+    assert letter.stream.endswith(stream(PREPARE_DATA, "local"))
     assert "nonsense" in letter.reason
     # and the component it was about FAILED, with the reason, failing its session
     assert await wait_for_phase(client, waiting, {"FAILED"}) == "FAILED"

@@ -19,12 +19,15 @@ import pytest_asyncio
 import redis.asyncio
 from structlog.testing import capture_logs
 
-from talicada.events import Bus, Delivery, Event, MemoryBus, RedisBus, backoff, decode, encode
+from talicada.events import Bus, Delivery, MemoryBus, RedisBus, backoff, decode, encode
+from talicada.events.envelope import SessionChanged
 from tests.events_helpers import (
     RECLAIM_MS,
     TIMEOUT,
     event,
     fast_consumer,
+    flagged,
+    number,
     receive_until,
     running,
     wait_until,
@@ -70,7 +73,7 @@ async def bus(make_bus: BusFactory) -> AnyBus:
 
 
 def test_an_event_survives_encoding_and_omits_defaults() -> None:
-    original = Event.new("data.stage", "s1", component="data-1", body={"url": "file:///x"})
+    original = event(1)
     data = encode(original)
     assert decode(data) == original
     assert b"attempt" not in data
@@ -78,13 +81,29 @@ def test_an_event_survives_encoding_and_omits_defaults() -> None:
 
 
 def test_fields_from_a_newer_producer_are_ignored() -> None:
-    data = b'{"id":"e1","type":"t.x","session":"s","created":"2026-01-01T00:00:00Z","new":1}'
+    data = (
+        b'{"id":"e1","type":"session.transition","session":"s","created":"2026-01-01T00:00:00Z",'
+        b'"new":1,"body":{"from":"A","to":"B","cause":"c","time":"t","newer":2}}'
+    )
     assert decode(data).id == "e1"
 
 
+def test_an_event_body_decodes_into_the_class_of_its_type() -> None:
+    sent = event(7)
+    got = decode(encode(sent))
+    assert isinstance(got, SessionChanged)
+    assert got.type == "session.transition"
+    assert got.body.time == "7"
+
+
+def test_an_event_of_an_unknown_type_does_not_decode() -> None:
+    with pytest.raises(msgspec.ValidationError, match="type"):
+        decode(b'{"id":"e1","type":"t.x","session":"s","created":"2026-01-01T00:00:00Z"}')
+
+
 def test_an_event_missing_a_required_field_does_not_decode() -> None:
-    with pytest.raises(msgspec.ValidationError, match="created"):
-        decode(b'{"id":"e1","type":"t.x","session":"s"}')
+    with pytest.raises(msgspec.ValidationError, match=r"created|from"):
+        decode(b'{"id":"e1","type":"session.transition","session":"s","body":{}}')
 
 
 def test_backoff_doubles_per_delivery_up_to_the_cap() -> None:
@@ -245,8 +264,8 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliveries_and_never_
     told: list[tuple[str, str]] = []
 
     async def handler(delivery: Delivery) -> None:
-        runs.append(delivery.event.body["n"])
-        if delivery.event.body.get("poison"):
+        runs.append(number(delivery.event))
+        if flagged(delivery.event, "poison"):
             raise RuntimeError("cannot launch")
 
     async def on_dead_letter(delivery: Delivery, reason: str) -> None:
@@ -303,7 +322,7 @@ async def test_graceful_stop_waits_for_handlers_in_flight_and_acks_them(bus: Any
     started, release = asyncio.Event(), asyncio.Event()
 
     async def handler(delivery: Delivery) -> None:
-        if delivery.event.body.get("slow"):
+        if flagged(delivery.event, "slow"):
             started.set()
             await release.wait()
 
@@ -324,7 +343,7 @@ async def test_a_handler_abandoned_at_stop_leaves_its_message_pending_for_reclai
     bus: AnyBus,
 ) -> None:
     async def handler(delivery: Delivery) -> None:
-        if delivery.event.body.get("slow"):
+        if flagged(delivery.event, "slow"):
             await asyncio.Event().wait()  # never finishes
 
     consumer = fast_consumer(bus, handler)

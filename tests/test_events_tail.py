@@ -10,8 +10,14 @@ import uuid
 
 import redis.asyncio
 
-from talicada.events.envelope import Event
+from talicada.events.envelope import (
+    Launch,
+    LaunchBody,
+    SessionChanged,
+    TransitionBody,
+)
 from talicada.events.redis_bus import RedisBus
+from talicada.schema.model import Ping, SimpleComputeResource
 
 
 async def run_cli(redis_url: str, prefix: str, *args: str) -> list[dict[str, object]]:
@@ -32,6 +38,13 @@ async def run_cli(redis_url: str, prefix: str, *args: str) -> list[dict[str, obj
     return [json.loads(line) for line in stdout.decode().splitlines()]
 
 
+def launch_event(session: str) -> Launch:
+    body = LaunchBody(
+        executable=Ping(), compute=SimpleComputeResource(), ends="2026-01-01T00:00:00Z"
+    )
+    return Launch.new(session, component="exe", platform="local", body=body)
+
+
 async def test_tail_prints_the_events_of_one_session_from_the_start(
     redis_url: str, redis_key_prefix: str
 ) -> None:
@@ -39,9 +52,9 @@ async def test_tail_prints_the_events_of_one_session_from_the_start(
     bus = RedisBus(redis.asyncio.Redis.from_url(redis_url), prefix=prefix)
     mine, other = str(uuid.uuid4()), str(uuid.uuid4())
     for session, to in [(mine, "ACCEPTED"), (other, "ACCEPTED"), (mine, "PREPARING")]:
-        body = {"to": to}
-        await bus.publish("lifecycle", Event.new("session.transition", session, body=body))
-    await bus.publish("launch", Event.new("executable.launch", mine))
+        body = TransitionBody(source="OFFERED", target=to, cause="test", time="t")
+        await bus.publish("lifecycle", SessionChanged.new(session, body=body))
+    await bus.publish("launch:local", launch_event(mine))
     lines = await run_cli(
         redis_url,
         prefix,
@@ -60,7 +73,7 @@ async def test_tail_prints_the_events_of_one_session_from_the_start(
         prefix,
         "--from-start",
         "--stream",
-        "launch",
+        "launch",  # a role: every back end the platforms use (here launch:local)
         "--type",
         "executable.launch",
         "--count",
@@ -75,9 +88,9 @@ async def test_tail_lists_dead_letters_with_their_reason(
 ) -> None:
     prefix = redis_key_prefix.rstrip(":")
     bus = RedisBus(redis.asyncio.Redis.from_url(redis_url), prefix=prefix)
-    await bus.ensure_group("launch", "launch")
-    await bus.publish("launch", Event.new("executable.launch", str(uuid.uuid4())))
-    (delivery,) = await bus.receive("launch", "launch", "test", count=1)
+    await bus.ensure_group("launch:local", "launch")
+    await bus.publish("launch:local", launch_event(str(uuid.uuid4())))
+    (delivery,) = await bus.receive("launch:local", "launch", "test", count=1)
     await bus.dead_letter(delivery, "launch", "the platform is on fire")
     lines = await run_cli(redis_url, prefix, "--dead-letters")
     assert [line["reason"] for line in lines] == ["the platform is on fire"]

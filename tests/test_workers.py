@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from talicada.events.bus import Delivery
-from talicada.events.envelope import Event
+from talicada.events.envelope import Launch, LaunchBody, Release, ReleaseBody
 from talicada.events.report import Report
 from talicada.schema.model import Delay, Metadata, SimpleComputeResource
 from talicada.settings import load
@@ -56,27 +56,25 @@ async def settle(ctx: WorkerContext) -> None:
         await asyncio.gather(*list(ctx.background))
 
 
-def launch_event(session: str) -> Delivery:
-    executable = Delay(meta=Metadata(uuid="exe"), duration="PT30S")
-    body = {
-        "executable": msgspec.to_builtins(executable),
-        "compute": msgspec.to_builtins(SimpleComputeResource(meta=Metadata(uuid="cpu"))),
-        "storage": [],
-        "data": [],
-    }
-    event = Event.new("executable.launch", session, component="exe", body=body)
-    return Delivery(stream="launch", message_id="1-0", event=event, deliveries=1)
+def launch_event(session: str, duration: str = "PT30S") -> Delivery:
+    body = LaunchBody(
+        executable=Delay(meta=Metadata(uuid="exe"), duration=duration),
+        compute=SimpleComputeResource(meta=Metadata(uuid="cpu")),
+        ends="2099-01-01T00:00:00Z",
+    )
+    event = Launch.new(session, component="exe", platform="local", body=body)
+    return Delivery(stream="launch:local", message_id="1-0", event=event, deliveries=1)
 
 
 def release_event(session: str) -> Delivery:
-    body = {
-        "reason": "cancelled",
-        "phase": "CANCELLED",
-        "components": ["exe", "cpu"],
-        "executable": msgspec.to_builtins(Delay(meta=Metadata(uuid="exe"), duration="PT30S")),
-    }
-    event = Event.new("session.release", session, body=body)
-    return Delivery(stream="release", message_id="2-0", event=event, deliveries=1)
+    body = ReleaseBody(
+        reason="cancelled",
+        phase="CANCELLED",
+        components=["exe", "cpu"],
+        executable=Delay(meta=Metadata(uuid="exe"), duration="PT30S"),
+    )
+    event = Release.new(session, platform="local", body=body)
+    return Delivery(stream="release:local", message_id="2-0", event=event, deliveries=1)
 
 
 async def test_a_launch_delivered_twice_starts_one_task(tmp_path: Path) -> None:
@@ -123,9 +121,7 @@ async def test_a_restarted_launcher_reports_the_tasks_its_predecessor_left(
 ) -> None:
     # Given a task started by a launcher that then died (its watcher is gone)
     first, _ = context(tmp_path)
-    delivery = launch_event("s4")
-    executable = Delay(meta=Metadata(uuid="exe"), duration="PT0.5S")
-    delivery.event.body["executable"] = msgspec.to_builtins(executable)
+    delivery = launch_event("s4", duration="PT0.5S")
     await launch.local(first)(delivery)
     for task in list(first.background):
         task.cancel()

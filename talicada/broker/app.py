@@ -24,7 +24,7 @@ from talicada.broker.keys import (
     STARTED,
     OpenApiDocument,
 )
-from talicada.broker.metrics import Metrics
+from talicada.broker.metrics import Metrics, streams
 from talicada.broker.metrics import middleware as measured
 from talicada.broker.mqtt import MqttPublisher
 from talicada.broker.notify import Notifier
@@ -82,7 +82,7 @@ def create_app(
         raise SettingsError(
             "auth_tokens_file: required when redis_url is set (auth is off only in embedded mode)"
         )
-    metrics = Metrics()
+    metrics = Metrics(streams(settings.platforms))
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[

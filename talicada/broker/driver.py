@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
 import msgspec
 import structlog
@@ -23,10 +24,13 @@ from talicada.broker.components import add_messages, components, set_progress
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, Transition
 from talicada.broker.store import Store
+from talicada.events.envelope import Handle
 from talicada.events.report import Report
+from talicada.events.streams import LIFECYCLE, Role, stream
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_instant
 from talicada.schema.model import SessionPhase
+from talicada.settings import PlatformSettings
 
 log = structlog.get_logger("talicada.driver")
 
@@ -42,9 +46,30 @@ def _ms(instant: datetime) -> int:
 class Driver:
     """Moves accepted sessions along; one per broker replica."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], datetime],
+        platforms: dict[str, PlatformSettings] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.platforms = platforms or {}
+
+    def route(self, change: Change) -> Change:
+        """``change`` with each event's role replaced by the stream of its platform's back end."""
+        routed = []
+        for role, event in change.events:
+            if role != LIFECYCLE:
+                platform = self.platforms.get(event.platform or "")
+                if platform is None:
+                    raise RuntimeError(
+                        f"session {event.session}: platform {event.platform!r} is not configured"
+                    )
+                role = stream(cast(Role, role), platform.backend(cast(Role, role)))
+            routed.append((role, event))
+        change.events = routed
+        return change
 
     async def advance(self, uuid: str, step: Step, delivery: str | None = None) -> str:
         """Apply ``step`` to the session: ``ok``, ``noop``, ``duplicate`` or ``missing``."""
@@ -56,7 +81,7 @@ class Driver:
             change = step(live.record, live.phase, self.clock())
             if change is None:
                 return "noop"
-            result = await self.store.commit(uuid, version, change, delivery)
+            result = await self.store.commit(uuid, version, self.route(change), delivery)
             if result != "stale":
                 if result == "ok" and change.phase != live.phase:
                     log.info("session.phase", session=uuid, source=live.phase, phase=change.phase)
@@ -95,7 +120,7 @@ class Driver:
         lease = int(constants.TIMER_LEASE.total_seconds() * 1000)
         applied = 0
         for name in await self.store.claim_due(_ms(now), lease, limit):
-            kind, _, uuid = name.partition(":")
+            kind, uuid = constants.parse_timer(name)
             try:
                 done = await self._timer(kind, uuid, now)
             except Exception:
@@ -163,6 +188,19 @@ def _with_results(record: SessionRecord, report: Report, now: datetime) -> Sessi
     if report.output:
         kept = {name: text[-OUTPUT_LIMIT:] for name, text in report.output.items()}
         record = msgspec.structs.replace(record, output={**record.output, **kept})
+    if report.handle is not None or report.outputs:
+        known = record.handles.get(report.component) or Handle()
+        handle = Handle(
+            backend=report.backend or known.backend,
+            id=report.handle if report.handle is not None else known.id,
+            outputs={**known.outputs, **(report.outputs or {})},
+        )
+        record = msgspec.structs.replace(
+            record, handles={**record.handles, report.component: handle}
+        )
+    if report.logs:
+        kept = {name: text[-OUTPUT_LIMIT:] for name, text in report.logs.items()}
+        record = msgspec.structs.replace(record, logs={**record.logs, **kept})
     if report.connectors:
         record = msgspec.structs.replace(
             record,

@@ -35,7 +35,28 @@ from talicada.broker.components import (
     with_phase,
 )
 from talicada.broker.records import SessionRecord, Transition
-from talicada.events.envelope import Event
+from talicada.events.envelope import (
+    AllocateStorage,
+    CacheImage,
+    ComponentChanged,
+    Event,
+    ExtendBody,
+    ExtendExecutable,
+    Handle,
+    ImageBody,
+    Launch,
+    LaunchBody,
+    Release,
+    ReleaseBody,
+    ReleaseData,
+    ReleaseDataBody,
+    SessionChanged,
+    StageBody,
+    StageData,
+    StorageBody,
+    TransitionBody,
+)
+from talicada.events.streams import IMAGE_CACHE, LAUNCH, LIFECYCLE, PREPARE_DATA, RELEASE
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import (
     format_instant,
@@ -43,14 +64,9 @@ from talicada.schema.iso8601 import (
     parse_instant,
     parse_interval,
 )
-from talicada.schema.model import Checksum, ComponentPhase, Delay, Ping, SessionPhase, kind_of
+from talicada.schema.model import ComponentPhase, SessionPhase, kind_of
 
-#: Stream roles (DESIGN §6): one per kind of worker, plus observers.
-PREPARE_DATA: Final = "prepare-data"
-IMAGE_CACHE: Final = "image-cache"
-LAUNCH: Final = "launch"
-RELEASE: Final = "release"
-LIFECYCLE: Final = "lifecycle"
+timer = constants.timer
 
 _ORDER: Final[dict[str, int]] = {
     phase: index
@@ -59,6 +75,8 @@ _ORDER: Final[dict[str, int]] = {
     )
 }
 COMPONENT_FINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: Families whose release is the launcher's job; the stager releases the rest.
+LAUNCHED: Final = frozenset({"executable", "compute"})
 
 
 class ReportRefused(Exception):
@@ -75,7 +93,11 @@ class Rebook:
 
 @dataclass
 class Change:
-    """Everything one step does, committed atomically by the store."""
+    """Everything one step does, committed atomically by the store.
+
+    ``events`` pairs each event with its worker role (or ``lifecycle``); the
+    driver turns roles into the streams of the session's platform's back ends.
+    """
 
     record: SessionRecord
     phase: SessionPhase
@@ -115,20 +137,37 @@ def window_end(record: SessionRecord) -> datetime:
     return start + parse_duration(schedule.available.duration)
 
 
-def lifecycle_event(session: str, transition: Transition) -> Event:
+def window_done(record: SessionRecord) -> datetime:
+    """When the session's booking ends: the window's end plus the release time."""
+    schedule = record.session.schedule
+    end = window_end(record)
+    if schedule and schedule.releasing and schedule.releasing.duration:
+        return end + parse_duration(schedule.releasing.duration)
+    return end
+
+
+def lifecycle_event(
+    session: str, transition: Transition, component: Component | None = None
+) -> Event:
     """The observers' event for one transition of a session or of one of its components."""
-    kind = "component.transition" if transition.component else "session.transition"
-    return Event.new(
-        kind,
-        session,
-        component=transition.component,
-        body={
-            "from": transition.source,
-            "to": transition.target,
-            "cause": transition.cause,
-            "time": transition.time,
-        },
+    body = TransitionBody(
+        source=transition.source,
+        target=transition.target,
+        cause=transition.cause,
+        time=transition.time,
+        name=component.name if component else None,
+        family=component.family if component else None,
     )
+    if transition.component:
+        return ComponentChanged.new(session, component=transition.component, body=body)
+    return SessionChanged.new(session, body=body)
+
+
+def handles(record: SessionRecord, uuids: list[str] | None = None) -> dict[str, Handle]:
+    """What the back ends reported for the components ``uuids`` (all when None)."""
+    if uuids is None:
+        return dict(record.handles)
+    return {uuid: record.handles[uuid] for uuid in uuids if uuid in record.handles}
 
 
 class _Builder:
@@ -139,8 +178,10 @@ class _Builder:
         self.now = now
         self.time = format_instant(now)
 
-    def emit(self, role: str, type_: str, component: str | None, body: dict[str, Any]) -> None:
-        event = Event.new(type_, self.change.record.uuid, component=component, body=body)
+    def emit(self, role: str, kind: type[Event], component: str | None, **fields: Any) -> None:
+        """Publish an event of ``kind`` about ``component`` to the workers of ``role``."""
+        record = self.change.record
+        event = kind.new(record.uuid, component=component, platform=record.platform, **fields)
         self.change.events.append((role, event))
 
     def move(self, target: SessionPhase, cause: str) -> None:
@@ -183,7 +224,9 @@ class _Builder:
         self.change.history.append(transition)
         # Observers (SSE, long polls) hear of component changes too; MQTT
         # publishes session transitions only.
-        self.change.events.append((LIFECYCLE, lifecycle_event(self.change.record.uuid, transition)))
+        self.change.events.append(
+            (LIFECYCLE, lifecycle_event(self.change.record.uuid, transition, component))
+        )
 
     def components(self) -> list[Component]:
         return components(self.change.record.session)
@@ -197,8 +240,8 @@ def start(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change |
     if begin > now:
         build = _Builder(record, phase, now)
         build.move("WAITING", "waiting for the scheduled preparation start")
-        build.change.add_timers[f"prepare:{record.uuid}"] = _ms(begin)
-        build.change.drop_timers.append(f"start:{record.uuid}")
+        build.change.add_timers[timer("prepare", record.uuid)] = _ms(begin)
+        build.change.drop_timers.append(timer("start", record.uuid))
         return build.change
     return prepare(record, phase, now)
 
@@ -213,21 +256,25 @@ def prepare(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change
     for component in build.components():
         if component.family == "storage":
             build.set_component(component, "PREPARING", "allocating storage")
+            resource = next(s for s in session.storage if s.meta and s.meta.uuid == component.uuid)
             build.emit(
-                PREPARE_DATA, "storage.allocate", component.uuid, {"storage": component.uuid}
+                PREPARE_DATA,
+                AllocateStorage,
+                component.uuid,
+                body=StorageBody(storage=component.uuid, resource=resource),
             )
         elif component.family == "executable":
             build.set_component(component, "PREPARING", "caching the image")
             build.emit(
                 IMAGE_CACHE,
-                "image.cache",
+                CacheImage,
                 component.uuid,
-                {"executable": msgspec.to_builtins(session.executable)},
+                body=ImageBody(executable=session.executable),
             )
         else:
             build.set_component(component, "WAITING", "waiting for its dependencies")
-    build.change.drop_timers += [f"start:{record.uuid}", f"prepare:{record.uuid}"]
-    build.change.add_timers[f"window-end:{record.uuid}"] = _ms(window_end(record))
+    build.change.drop_timers += [timer("start", record.uuid), timer("prepare", record.uuid)]
+    build.change.add_timers[timer("window-end", record.uuid)] = _ms(window_end(record))
     return build.change
 
 
@@ -249,7 +296,7 @@ def end_of_window(record: SessionRecord, phase: SessionPhase, now: datetime) -> 
     end = window_end(record)
     if now < end:
         # The window was extended after this timer came due: wait for the new end.
-        build.change.add_timers[f"window-end:{record.uuid}"] = _ms(end)
+        build.change.add_timers[timer("window-end", record.uuid)] = _ms(end)
         return build.change
     build.move("RELEASING", "the booked window ended")
     _release(build, "the booked window ended")
@@ -257,25 +304,47 @@ def end_of_window(record: SessionRecord, phase: SessionPhase, now: datetime) -> 
 
 
 def _release(build: _Builder, reason: str) -> None:
-    live = [c.uuid for c in build.components() if c.phase not in COMPONENT_FINAL]
-    session = build.change.record.session
-    build.emit(
-        RELEASE,
-        "session.release",
-        None,
-        {
-            "reason": reason,
-            "phase": build.change.phase,
-            "components": live,
-            "executable": msgspec.to_builtins(session.executable),
-        },
-    )
-    uuid = build.change.record.uuid
-    build.change.drop_timers += [f"window-end:{uuid}", f"prepare:{uuid}", f"start:{uuid}"]
+    """Release what is still live: the launcher stops the executable, the stager
+    undoes the staging; each reports its components released."""
+    record = build.change.record
+    live = [c for c in build.components() if c.phase not in COMPONENT_FINAL]
+    launched = [c.uuid for c in live if c.family in LAUNCHED]
+    staged = [c.uuid for c in live if c.family not in LAUNCHED]
+    if launched or not staged:
+        build.emit(
+            RELEASE,
+            Release,
+            None,
+            body=ReleaseBody(
+                reason=reason,
+                phase=build.change.phase,
+                components=launched,
+                executable=record.session.executable,
+                handles=handles(record, launched),
+            ),
+        )
+    if staged:
+        build.emit(
+            PREPARE_DATA,
+            ReleaseData,
+            None,
+            body=ReleaseDataBody(
+                reason=reason,
+                normal=build.change.phase == "RELEASING",
+                components=staged,
+                handles=handles(record, staged),
+            ),
+        )
+    uuid = record.uuid
+    build.change.drop_timers += [
+        timer("window-end", uuid),
+        timer("prepare", uuid),
+        timer("start", uuid),
+    ]
     # If the release never completes (its worker is gone, its event dead-lettered),
     # this timer ends the session anyway, so no booking is held for ever.
-    deadline = build.now + release_allowance(build.change.record)
-    build.change.add_timers[f"release-deadline:{uuid}"] = _ms(deadline)
+    deadline = build.now + release_allowance(record)
+    build.change.add_timers[timer("release-deadline", uuid)] = _ms(deadline)
 
 
 def release_allowance(record: SessionRecord) -> timedelta:
@@ -285,11 +354,28 @@ def release_allowance(record: SessionRecord) -> timedelta:
     schedule = record.session.schedule
     if schedule and schedule.releasing and schedule.releasing.duration:
         allowance = max(allowance, 3 * parse_duration(schedule.releasing.duration))
-    executable = record.session.executable
-    fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
+    fail = record.session.executable.injected_failure()
     if fail is not None and fail.phase == "RELEASING":
         allowance += parse_duration(fail.after)
     return allowance
+
+
+def extension(record: SessionRecord, phase: SessionPhase) -> tuple[str, Event] | None:
+    """The event telling the launcher that the booked window now ends elsewhere.
+
+    Only once something may have been launched; before that the launch event
+    will carry the new end itself.
+    """
+    if phase not in ("PREPARING", "AVAILABLE", "RUNNING"):
+        return None
+    executable = components(record.session)[0]
+    body = ExtendBody(
+        ends=format_instant(window_end(record)), handle=record.handles.get(executable.uuid)
+    )
+    event = ExtendExecutable.new(
+        record.uuid, component=executable.uuid, platform=record.platform, body=body
+    )
+    return LAUNCH, event
 
 
 def release_overdue(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change | None:
@@ -303,7 +389,7 @@ def release_overdue(record: SessionRecord, phase: SessionPhase, now: datetime) -
         build.move("FAILED", cause)
     if not build.change.history:
         return None
-    build.change.drop_timers.append(f"release-deadline:{record.uuid}")
+    build.change.drop_timers.append(timer("release-deadline", record.uuid))
     return build.change
 
 
@@ -335,7 +421,7 @@ def report(
         cause = message or f"{found.family} {target.lower()}"
         build.move(derived, cause)
         if derived == "COMPLETED":
-            build.change.drop_timers.append(f"release-deadline:{record.uuid}")
+            build.change.drop_timers.append(timer("release-deadline", record.uuid))
         if derived == "RELEASING":
             _release(build, "the executable finished")
         elif derived == "FAILED":
@@ -354,9 +440,13 @@ def _follow_up(build: _Builder, changed: Component, target: ComponentPhase) -> N
                 build.set_component(component, "PREPARING", "staging data")
                 build.emit(
                     PREPARE_DATA,
-                    "data.stage",
+                    StageData,
                     data.meta.uuid,
-                    {"data": msgspec.to_builtins(data), "storage": changed.uuid},
+                    body=StageBody(
+                        data=data,
+                        storage=changed.uuid,
+                        until=format_instant(window_done(build.change.record)),
+                    ),
                 )
     if target == "AVAILABLE" and changed.family in ("executable", "data", "storage"):
         _maybe_launch(build)
@@ -384,15 +474,16 @@ def _maybe_launch(build: _Builder) -> None:
     assert session.compute.memory
     build.emit(
         LAUNCH,
-        "executable.launch",
+        Launch,
         executable.uuid,
-        {
-            "executable": msgspec.to_builtins(session.executable),
-            "compute": msgspec.to_builtins(session.compute),
-            "storage": msgspec.to_builtins(session.storage),
-            "data": msgspec.to_builtins(session.data),
-            "ends": format_instant(window_end(build.change.record)),
-        },
+        body=LaunchBody(
+            executable=session.executable,
+            compute=session.compute,
+            storage=session.storage,
+            data=session.data,
+            ends=format_instant(window_end(build.change.record)),
+            handles=handles(build.change.record),
+        ),
     )
 
 

@@ -22,21 +22,28 @@ from prometheus_client import (
 )
 
 from talicada.events.bus import Bus
+from talicada.events.streams import LIFECYCLE, stream
+from talicada.settings import PlatformSettings
 
-#: Stream roles whose backlog is exported, with the consumer group reading each.
-STREAMS = {
-    "prepare-data": "prepare-data",
-    "image-cache": "image-cache",
-    "launch": "launch",
-    "release": "release",
-    "lifecycle": "mqtt",
-}
+
+def streams(platforms: list[PlatformSettings]) -> dict[str, str]:
+    """The streams whose backlog is exported, with the consumer group reading each:
+    one per role and back end the platforms use, and the lifecycle stream (MQTT)."""
+    from talicada.workers.backends import backends_in_use
+
+    found: dict[str, str] = {
+        stream(role, backend): role for role, backend in backends_in_use(platforms)
+    }
+    found[LIFECYCLE] = "mqtt"
+    return found
 
 
 class Metrics:
     """The broker's metrics, in one registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, streams: dict[str, str] | None = None) -> None:
+        #: Stream → consumer group, whose length and backlog ``/metrics`` shows.
+        self.streams = streams or {LIFECYCLE: "mqtt"}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "talicada_http_requests",
@@ -75,9 +82,9 @@ class Metrics:
 
     async def render(self, bus: Bus) -> bytes:
         """The exposition text, with stream figures read now."""
-        for stream, group in STREAMS.items():
-            self.stream_length.labels(stream).set(await bus.stream_length(stream))
-            self.stream_pending.labels(stream).set(await bus.pending(stream, group))
+        for name, group in self.streams.items():
+            self.stream_length.labels(name).set(await bus.stream_length(name))
+            self.stream_pending.labels(name).set(await bus.pending(name, group))
         self.dead_letters.set(await bus.dead_letter_count())
         return generate_latest(self.registry)
 

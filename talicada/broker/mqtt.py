@@ -18,10 +18,11 @@ import urllib.parse
 import aiomqtt
 import structlog
 
-from talicada.broker.engine import LIFECYCLE
 from talicada.broker.store import Store
 from talicada.events.bus import Bus, Delivery
 from talicada.events.consumer import Consumer
+from talicada.events.envelope import SessionChanged
+from talicada.events.streams import LIFECYCLE
 from talicada.workers.runtime import consumer_name
 
 log = structlog.get_logger("talicada.mqtt")
@@ -30,17 +31,16 @@ TOPIC = "talicada/sessions/{session}"
 GROUP = "mqtt"
 
 
-def payload(delivery: Delivery) -> bytes:
+def payload(event: SessionChanged) -> bytes:
     """The message published for one transition."""
-    event = delivery.event
     body = event.body
     return json.dumps(
         {
             "session": event.session,
-            "phase": body.get("to"),
-            "from": body.get("from"),
-            "cause": body.get("cause"),
-            "time": body.get("time"),
+            "phase": body.target,
+            "from": body.source,
+            "cause": body.cause,
+            "time": body.time,
         }
     ).encode()
 
@@ -78,15 +78,16 @@ class MqttPublisher:
         """Publish lifecycle events on ``client`` until ``done`` is set."""
 
         async def publish(delivery: Delivery) -> None:
-            if delivery.event.type != "session.transition":
+            event = delivery.event
+            if not isinstance(event, SessionChanged):
                 return  # component changes are in the session's log and SSE stream
-            topic = TOPIC.format(session=delivery.event.session)
+            topic = TOPIC.format(session=event.session)
             # Retain only the phase the session is in now: a transition published
             # late (after a retry) must not replace a newer retained phase.
-            (live,) = await self.store.sessions([delivery.event.session])
-            current = live is not None and live.phase == delivery.event.body.get("to")
+            (live,) = await self.store.sessions([event.session])
+            current = live is not None and live.phase == event.body.target
             try:
-                await client.publish(topic, payload(delivery), qos=1, retain=current)
+                await client.publish(topic, payload(event), qos=1, retain=current)
             except aiomqtt.MqttError:
                 done.set()  # unacked: the next connection publishes it
                 raise

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 import structlog
 
 from talicada import constants
-from talicada.broker.engine import LIFECYCLE
 from talicada.events.bus import Bus
+from talicada.events.streams import LIFECYCLE
 
 log = structlog.get_logger("talicada.notify")
 

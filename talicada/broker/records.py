@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from talicada.broker.calendar import Entry
+from talicada.events.envelope import Handle
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import ExecutionSession, SessionPhase
 
@@ -54,6 +55,11 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     session: ExecutionSession
     #: The tail of the executable's stdout and stderr, as the launcher kept it.
     output: dict[str, str] = msgspec.field(default_factory=dict)
+    #: What the back ends' outside services gave each component (by uuid).
+    handles: dict[str, Handle] = msgspec.field(default_factory=dict)
+    #: What the platform said about the session besides its output (Skaha's
+    #: scheduling events, say), by source.
+    logs: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class OfferSetRecord(msgspec.Struct, kw_only=True):

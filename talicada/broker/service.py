@@ -97,7 +97,7 @@ class Broker:
         self.new_id = new_id
         self.slots = Slots(settings.slot)
         self.platforms = {platform.name: platform for platform in settings.platforms}
-        self.driver = Driver(store, clock)
+        self.driver = Driver(store, clock, self.platforms)
 
     # -- offers -----------------------------------------------------------
 
@@ -348,8 +348,13 @@ class Broker:
                 rebook=Rebook(resized.booking.last, (platform.cores, platform.memory)),
             )
             if phase in ("PREPARING", "AVAILABLE", "RUNNING"):
-                # The booked end moved, so the timer that enforces it moves too.
-                result.add_timers[f"window-end:{uuid}"] = _ms(engine.window_end(resized))
+                # The booked end moved, so the timer that enforces it moves too…
+                end = engine.window_end(resized)
+                result.add_timers[constants.timer("window-end", uuid)] = _ms(end)
+            # …and the launcher hears of it (Skaha renews the session).
+            extension = engine.extension(resized, phase)
+            if extension is not None:
+                result.events.append(extension)
             return result
 
         if await self.driver.advance(uuid, step) == "full":

@@ -29,6 +29,16 @@ class Report(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: Tails of the executable's stdout and stderr.
     output: dict[str, str] | None = None
     connectors: list[Connector] | None = None
+    #: The back end that reports, and the outside service's name for the
+    #: component (a Skaha session id, a staging job id): kept per component so
+    #: any worker can follow, extend or release it from the record alone.
+    backend: str | None = None
+    handle: str | None = None
+    #: What the component produced there (a staged path, an image digest); merged
+    #: into what earlier reports said.
+    outputs: dict[str, str] | None = None
+    #: Platform logs besides stdout/stderr (Skaha's scheduling events), by source.
+    logs: dict[str, str] | None = None
 
 
 decoder = msgspec.json.Decoder(Report)

@@ -164,6 +164,10 @@ class FailBlock(Base, kw_only=True):
 class Executable(LifecycleComponent, tag_field="kind", kw_only=True):
     """Something to run."""
 
+    def injected_failure(self) -> FailBlock | None:
+        """Where this executable was asked to fail on purpose (only test tasks can be)."""
+        return None
+
 
 class DockerPlatform(Base, kw_only=True):
     """The platform a container image is built for."""
@@ -219,24 +223,33 @@ class JupyterNotebook(Executable, tag="jupyter-notebook", kw_only=True):
     location: Url
 
 
-class Ping(Executable, tag="ping", kw_only=True):
-    """Test task that completes at once."""
+class TestTask(Executable, kw_only=True):
+    """A test task for validation suites and the local platform.
+
+    ``fail`` makes it fail at a predictable place (the seed's injected test codes).
+    """
 
     fail: FailBlock | None = None
 
+    def injected_failure(self) -> FailBlock | None:
+        """The ``fail`` block, if any."""
+        return self.fail
 
-class Delay(Executable, tag="delay", kw_only=True):
+
+class Ping(TestTask, tag="ping", kw_only=True):
+    """Test task that completes at once."""
+
+
+class Delay(TestTask, tag="delay", kw_only=True):
     """Test task that runs for ``duration``."""
 
     duration: Duration = "PT10S"
-    fail: FailBlock | None = None
 
 
-class Checksum(Executable, tag="checksum", kw_only=True):
+class Checksum(TestTask, tag="checksum", kw_only=True):
     """Test task that hashes (SHA-256) every file under its mounted ``paths``."""
 
     paths: Annotated[list[Url], Meta(min_length=1, max_length=64)]
-    fail: FailBlock | None = None
 
 
 AnyExecutable = DockerContainer | SingularityContainer | JupyterNotebook | Ping | Delay | Checksum

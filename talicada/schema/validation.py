@@ -36,7 +36,6 @@ from talicada.schema.model import (
     Metadata,
     Metrics,
     MinMax,
-    Ping,
     Schedule,
     SimpleComputeResource,
     SimpleDataResource,
@@ -247,14 +246,15 @@ class _Rules:
                 self.problems.append(
                     _field("executable.duration", "the duration must be longer than zero")
                 )
-        if isinstance(executable, Ping | Delay | Checksum) and executable.fail is not None:
-            after = self._duration(executable.fail.after, "executable.fail.after")
+        fail = executable.injected_failure()
+        if fail is not None:
+            after = self._duration(fail.after, "executable.fail.after")
             if after is not None and after > LONGEST_FAIL_AFTER:
                 self.problems.append(
                     _field("executable.fail.after", "an injected failure comes within a day")
                 )
             elif after is not None:
-                fail_after[executable.fail.phase] = after
+                fail_after[fail.phase] = after
         if isinstance(executable, DockerContainer):
             digest = executable.image.digest
             if digest and digest.startswith("sha256:") and not _SHA256.match(digest):

@@ -1,6 +1,6 @@
 """``image-cache`` / none: nothing to fetch, the executable is ready at once.
 
-The test tasks' ``fail: {phase: PREPARING}`` block fails here, after its delay:
+A test task's ``fail: {phase: PREPARING}`` block fails here, after its delay:
 preparing the executable is what this worker does.
 """
 
@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from talicada.events.bus import Delivery
+from talicada.events.envelope import CacheImage
 from talicada.schema.iso8601 import parse_duration
-from talicada.schema.model import AnyExecutable, Checksum, Delay, Ping
 from talicada.workers.runtime import Handler, WorkerContext
 
 
@@ -21,12 +19,13 @@ def none(context: WorkerContext) -> Handler:
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
-        assert event.component is not None
-        executable = msgspec.convert(event.body["executable"], AnyExecutable)
-        fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
+        if not isinstance(event, CacheImage) or event.component is None:
+            raise ValueError(f"image-cache/none does not handle {event.type!r} events")
+        component = event.component
+        fail = event.body.executable.injected_failure()
         if fail is not None and fail.phase == "PREPARING":
             # Fail later, off the stream: a long ``after`` must not hold the event.
-            component, after, message = event.component, fail.after, fail.message
+            after, message = fail.after, fail.message
 
             async def fail_later() -> None:
                 await asyncio.sleep(parse_duration(after).total_seconds())
@@ -34,6 +33,6 @@ def none(context: WorkerContext) -> Handler:
 
             context.spawn(fail_later())
             return
-        await context.reporter.report(event, event.component, "AVAILABLE")
+        await context.reporter.report(event, component, "AVAILABLE")
 
     return handle

@@ -15,19 +15,15 @@ import contextlib
 import os
 import shutil
 
-import msgspec
 import structlog
 
 from talicada.events.bus import Delivery
-from talicada.events.envelope import Event
+from talicada.events.envelope import ExtendExecutable, Launch
 from talicada.schema.model import (
     AnyData,
-    AnyExecutable,
-    Checksum,
-    Delay,
-    Ping,
     SimpleComputeResource,
     SimpleStorageResource,
+    TestTask,
     kind_of,
 )
 from talicada.workers.files import SessionFiles
@@ -78,9 +74,12 @@ def local(context: WorkerContext) -> Handler:
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
-        assert event.component is not None
-        executable = msgspec.convert(event.body["executable"], AnyExecutable)
-        if not isinstance(executable, Ping | Delay | Checksum):
+        if isinstance(event, ExtendExecutable):
+            return  # local tasks run until they end or are released: nothing to renew
+        if not isinstance(event, Launch) or event.component is None:
+            raise ValueError(f"launch/local does not handle {event.type!r} events")
+        executable = event.body.executable
+        if not isinstance(executable, TestTask):
             await context.reporter.report(
                 event,
                 event.component,
@@ -123,13 +122,11 @@ def local(context: WorkerContext) -> Handler:
 
 
 async def _start(
-    event: Event, executable: Ping | Delay | Checksum, files: SessionFiles
+    event: Launch, executable: TestTask, files: SessionFiles
 ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     """Link the mounts and start the task; its pid is on disk when this returns."""
-    compute = msgspec.convert(event.body["compute"], SimpleComputeResource)
-    data = msgspec.convert(event.body["data"], list[AnyData])
-    storage = msgspec.convert(event.body["storage"], list[SimpleStorageResource])
-    link_mounts(files, compute, data, storage)
+    body = event.body
+    link_mounts(files, body.compute, body.data, body.storage)
     paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
     spec = TaskSpec.from_executable(executable, list(paths))
     files.output.mkdir(parents=True, exist_ok=True)
@@ -151,7 +148,7 @@ async def _start(
 
 async def _watch(
     context: WorkerContext,
-    event: Event,
+    event: Launch,
     process: asyncio.subprocess.Process,
     files: SessionFiles,
     paths: dict[str, str],

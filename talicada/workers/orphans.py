@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from talicada.events.envelope import Event
+from talicada.events.envelope import Event, SessionChanged, TransitionBody
 from talicada.schema.iso8601 import format_instant
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import WorkerContext
@@ -139,12 +139,13 @@ async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched
         return
     files.ended.write_text("unknown")
     output = {"stdout": tail(files.output / "stdout"), "stderr": tail(files.output / "stderr")}
-    event = Event(
+    # Reports are keyed by the launch event's id: rebuild an envelope that carries it.
+    event = SessionChanged(
         id=launched.event,
-        type="executable.launch",
         session=files.root.name,
         component=launched.component,
         created=format_instant(datetime.now(UTC)),
+        body=TransitionBody(source="RUNNING", target="ENDED", cause="adopted", time=""),
     )
     log.warning("task.adopted_ended", session=event.session, pid=pid)
     if files.released.exists():

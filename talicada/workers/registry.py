@@ -1,52 +1,57 @@
-"""Every worker by name: the stream it consumes and its handler (DESIGN §7)."""
+"""Running workers: one role's back end per ``talicada worker``, or all of them embedded.
+
+Which back ends exist is :mod:`talicada.workers.backends`; this module turns
+one (role, back end) into a consumer of its stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Final
 
-from talicada.broker.engine import IMAGE_CACHE, LAUNCH, PREPARE_DATA, RELEASE
 from talicada.events.bus import Bus
-from talicada.settings import Settings
-from talicada.workers import image_cache, launch, prepare_data, release
-from talicada.workers.runtime import HandlerFactory, run_worker
+from talicada.events.streams import ROLES, Role, stream
+from talicada.settings import Settings, SettingsError
+from talicada.workers.backends import BACKENDS, backends_in_use
+from talicada.workers.runtime import run_worker
+
+#: The worker roles, for the command line.
+WORKERS: tuple[Role, ...] = ROLES
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerKind:
-    """A worker: the stream it consumes and the handler for each implementation."""
+def default_backend(role: Role, settings: Settings) -> str:
+    """The back end ``role`` runs when none is named: the one its platforms use.
 
-    stream: str
-    implementations: dict[str, HandlerFactory]
-    default: str
-
-
-WORKERS: Final[dict[str, WorkerKind]] = {
-    "prepare-data": WorkerKind(PREPARE_DATA, {"local": prepare_data.local}, "local"),
-    "image-cache": WorkerKind(IMAGE_CACHE, {"none": image_cache.none}, "none"),
-    "launch": WorkerKind(LAUNCH, {"local": launch.local}, "local"),
-    "release": WorkerKind(RELEASE, {"local": release.release}, "local"),
-}
+    Raises SettingsError when the platforms use several (name one with --backend).
+    """
+    used = sorted({name for each, name in backends_in_use(settings.platforms) if each == role})
+    if len(used) == 1:
+        return used[0]
+    raise SettingsError(
+        f"worker {role}: the platforms use back ends {', '.join(used)}; choose one with --backend"
+    )
 
 
 async def run_named(
-    name: str,
+    role: Role,
     *,
     bus: Bus,
     settings: Settings,
     broker_url: str,
     secret: bytes,
     stop: asyncio.Event,
-    implementation: str | None = None,
+    backend: str | None = None,
 ) -> None:
-    """Run worker ``name`` (with ``implementation``, or its default) until ``stop``."""
-    kind = WORKERS[name]
-    factory = kind.implementations[implementation or kind.default]
+    """Run ``role``'s worker for ``backend`` (or the platforms' one) until ``stop``."""
+    name = backend or default_backend(role, settings)
+    known = BACKENDS[role].get(name)
+    if known is None:
+        raise SettingsError(
+            f"worker {role}: no back end {name!r} (known: {', '.join(sorted(BACKENDS[role]))})"
+        )
     await run_worker(
-        name,
-        kind.stream,
-        factory,
+        role,
+        stream(role, name),
+        known.load(),
         bus=bus,
         settings=settings,
         broker_url=broker_url,
@@ -58,12 +63,18 @@ async def run_named(
 async def run_all(
     *, bus: Bus, settings: Settings, broker_url: str, secret: bytes, stop: asyncio.Event
 ) -> None:
-    """Run every worker in this process (embedded mode)."""
+    """Run, in this process, a worker for every back end the platforms use (embedded mode)."""
     await asyncio.gather(
         *(
             run_named(
-                name, bus=bus, settings=settings, broker_url=broker_url, secret=secret, stop=stop
+                role,
+                bus=bus,
+                settings=settings,
+                broker_url=broker_url,
+                secret=secret,
+                stop=stop,
+                backend=backend,
             )
-            for name in WORKERS
+            for role, backend in backends_in_use(settings.platforms)
         )
     )

@@ -1,8 +1,9 @@
 """``release``: undo what the other workers did, idempotently (DESIGN §7).
 
 Stops the task (SIGTERM to its process group, SIGKILL a second later),
-removes staged data and mount links (output is kept: it is the record), and
-reports each live component released: COMPLETED after a normal end,
+removes the mount links (output is kept: it is the record; staged data is the
+stager's to remove, on its own ``data.release``), and reports each live
+executable and compute component released: COMPLETED after a normal end,
 CANCELLED when the session was cancelled or failed. Running it twice finds
 nothing left to undo and reports the same deliveries again, which the broker
 ignores. The booking itself is freed by the broker when the session ends.
@@ -16,12 +17,12 @@ import os
 import shutil
 import signal
 
-import msgspec
 import structlog
 
 from talicada.events.bus import Delivery
+from talicada.events.envelope import Release
 from talicada.schema.iso8601 import parse_duration
-from talicada.schema.model import AnyExecutable, Checksum, ComponentPhase, Delay, Ping
+from talicada.schema.model import ComponentPhase
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import Handler, WorkerContext
 
@@ -59,18 +60,18 @@ def release(context: WorkerContext) -> Handler:
 
     async def handle(delivery: Delivery) -> None:
         event = delivery.event
+        if not isinstance(event, Release):
+            raise ValueError(f"release/local does not handle {event.type!r} events")
         files = SessionFiles.of(context.settings.work_dir, event.session)
         # The marker first, then the pid: a launch racing with us sees one or the other.
         files.root.mkdir(parents=True, exist_ok=True)
         files.released.touch()
         if await stop_task(files):
             log.info("task.stopped", session=event.session)
-        for directory in (files.root / "storage", files.root / "mounts"):
-            shutil.rmtree(directory, ignore_errors=True)
-        executable = msgspec.convert(event.body["executable"], AnyExecutable)
-        fail = executable.fail if isinstance(executable, Ping | Delay | Checksum) else None
-        components: list[str] = list(event.body.get("components", []))
-        normal = event.body.get("phase") == "RELEASING"
+        await asyncio.to_thread(shutil.rmtree, files.root / "mounts", True)
+        fail = event.body.executable.injected_failure()
+        components = list(event.body.components)
+        normal = event.body.normal
         outcome: ComponentPhase = "COMPLETED" if normal else "CANCELLED"
         if fail is not None and fail.phase == "RELEASING" and normal and components:
             # Fail later, off the stream: a long ``after`` must not hold the event.

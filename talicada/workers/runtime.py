@@ -20,11 +20,11 @@ import structlog
 
 from talicada.events.bus import Bus, Delivery
 from talicada.events.consumer import Consumer
-from talicada.events.envelope import Event
+from talicada.events.envelope import Event, Release, ReleaseData
 from talicada.events.report import Report, encoder
 from talicada.events.signing import sign
 from talicada.schema.model import ComponentPhase
-from talicada.settings import Settings
+from talicada.settings import PlatformSettings, Settings
 
 log = structlog.get_logger("talicada.worker")
 
@@ -98,6 +98,10 @@ class Reporter:
         await self.send(event.session, report)
 
 
+class UnknownPlatform(Exception):
+    """An event names a platform this worker's settings do not know."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerContext:
     """What every worker handler may use."""
@@ -107,10 +111,40 @@ class WorkerContext:
     background: set[asyncio.Task[None]]
 
     def spawn(self, work: Awaitable[None]) -> None:
-        """Run ``work`` after the handler returns (e.g. watching a process)."""
+        """Run ``work`` after the handler returns (e.g. watching a process).
+
+        Its failure is logged, never lost (a background task's exception would
+        otherwise go unread).
+        """
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        task.add_done_callback(_log_failure)
+
+    def platform(self, event: Event) -> PlatformSettings:
+        """The settings of ``event``'s platform: each platform's settings apply to
+        its own sessions. Events from before platforms were named go to the first."""
+        if event.platform is None:
+            return self.settings.platforms[0]
+        for platform in self.settings.platforms:
+            if platform.name == event.platform:
+                return platform
+        raise UnknownPlatform(f"no platform {event.platform!r} in this worker's settings")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background.failed", error=repr(task.exception()), exc_info=task.exception())
+
+
+def about(event: Event) -> list[str]:
+    """The components an event is about: its own, or those a release lists."""
+    if event.component:
+        return [event.component]
+    match event:
+        case Release(body=body) | ReleaseData(body=body):
+            return list(body.components)
+    return []
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -141,8 +175,7 @@ async def run_worker(
         async def dead_letter(delivery: Delivery, reason: str) -> None:
             # The message will never be handled: the components it was about failed.
             event = delivery.event
-            about = [event.component] if event.component else event.body.get("components", [])
-            for component in about:
+            for component in about(event):
                 await context.reporter.report(
                     event,
                     str(component),

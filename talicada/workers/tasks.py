@@ -31,7 +31,7 @@ import msgspec
 from msgspec import Meta
 
 if TYPE_CHECKING:
-    from talicada.schema.model import Checksum, Delay, Ping
+    from talicada.schema.model import TestTask
 
 __all__ = [
     "EXIT_FAILED",
@@ -76,7 +76,7 @@ class TaskSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, k
     fail: FailSpec | None = None
 
     @classmethod
-    def from_executable(cls, executable: Ping | Delay | Checksum, paths: list[str]) -> TaskSpec:
+    def from_executable(cls, executable: TestTask, paths: list[str]) -> TaskSpec:
         """Build the spec of a model test task, with ``paths`` its mounts as local paths.
 
         Only a ``fail`` block for phase RUNNING is carried over: failures in the

@@ -15,7 +15,7 @@ from typing import cast
 
 from talicada import constants
 from talicada.broker.calendar import Entry, Usage
-from talicada.broker.engine import LIFECYCLE, Change, Rebook, lifecycle_event
+from talicada.broker.engine import Change, Rebook, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -27,6 +27,7 @@ from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import Event
 from talicada.events.memory_bus import MemoryBus
+from talicada.events.streams import LIFECYCLE
 from talicada.schema.model import SessionPhase
 
 _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
@@ -124,7 +125,7 @@ class MemoryStore:
             self._sessions[offer.uuid] = offer
             self._phases[offer.uuid] = "OFFERED"
             self._history[offer.uuid].append(first)
-            self._set_timer(f"expire:{offer.uuid}", offer.expires)
+            self._set_timer(constants.timer("expire", offer.uuid), offer.expires)
             bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
             self._outbox.append((LIFECYCLE, lifecycle_event(offer.uuid, first)))
         await self._flush()
@@ -156,8 +157,8 @@ class MemoryStore:
             return Outcome("taken", phase, taken)
         self._accepted[offer.offerset] = uuid
         self._set(uuid, record)
-        self._timers.pop(f"expire:{uuid}", None)
-        self._set_timer(f"start:{uuid}", now)
+        self._timers.pop(constants.timer("expire", uuid), None)
+        self._set_timer(constants.timer("start", uuid), now)
         calendar = self._calendars[offer.platform]
         calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
         for sibling in self._offersets[offer.offerset].offers:
@@ -206,7 +207,7 @@ class MemoryStore:
 
     def _release(self, uuid: str, record: Transition) -> None:
         self._set(uuid, record)
-        self._timers.pop(f"expire:{uuid}", None)
+        self._timers.pop(constants.timer("expire", uuid), None)
         self._calendars[self._sessions[uuid].platform].free(uuid)
         self._forget_later(uuid)
 

@@ -22,7 +22,7 @@ from redis.commands.core import AsyncScript
 
 from talicada import constants
 from talicada.broker.calendar import Entry, Usage
-from talicada.broker.engine import LIFECYCLE, Change, lifecycle_event
+from talicada.broker.engine import Change, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
     OfferSetRecord,
@@ -34,6 +34,7 @@ from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import encode as encode_event
 from talicada.events.redis_bus import RedisBus
+from talicada.events.streams import LIFECYCLE
 from talicada.schema.model import SessionPhase
 
 _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
@@ -134,6 +135,7 @@ class RedisStore:
                 offer.created,
                 _transition_encoder.encode(first),
                 encode_event(lifecycle_event(offer.uuid, first)),
+                constants.timer("expire", offer.uuid),
             ]
         for platform in platforms:
             keys += [self.keys.calendar_usage(platform), self.keys.calendar_entries(platform)]
@@ -200,6 +202,8 @@ class RedisStore:
             self.maxlen,
             constants.STREAM_FIELD,
             encode_event(lifecycle_event(uuid, record)),
+            constants.timer("expire", uuid),
+            constants.timer("start", uuid),
         ]
         for sibling, sibling_record in zip(siblings, sibling_records, strict=True):
             if sibling_record is None:
@@ -210,7 +214,11 @@ class RedisStore:
                 self.keys.calendar_usage(sibling_record.platform),
                 self.keys.calendar_entries(sibling_record.platform),
             ]
-            args += [sibling, encode_event(lifecycle_event(sibling, rejected))]
+            args += [
+                sibling,
+                encode_event(lifecycle_event(sibling, rejected)),
+                constants.timer("expire", sibling),
+            ]
         return _outcome(await self._run(self._accept, keys, args))
 
     async def finish(
@@ -242,6 +250,7 @@ class RedisStore:
             self.maxlen,
             constants.STREAM_FIELD,
             encode_event(lifecycle_event(uuid, record)),
+            constants.timer("expire", uuid),
         ]
         return _outcome(await self._run(self._finish, keys, args))
 

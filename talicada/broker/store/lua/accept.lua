@@ -6,7 +6,8 @@
 -- KEYS: session, history, offerset, timers, usage, entries, lifecycle stream,
 --       then per sibling (session, history, usage, entries).
 -- ARGV: uuid, now ms, accept record, reject record, retention ms, stream maxlen,
---       stream field, accept event, then per sibling (uuid, reject event).
+--       stream field, accept event, expiry timer name, start timer name, then per
+--       sibling (uuid, reject event, expiry timer name).
 -- Returns {status, phase[, detail]}.
 local uuid, now = ARGV[1], tonumber(ARGV[2])
 local phase = redis.call('HGET', KEYS[1], 'phase')
@@ -21,19 +22,19 @@ redis.call('HSET', KEYS[3], 'accepted', uuid)
 redis.call('HSET', KEYS[1], 'phase', 'ACCEPTED')
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('ZREM', KEYS[4], 'expire:' .. uuid)
-redis.call('ZADD', KEYS[4], now, 'start:' .. uuid)
+redis.call('ZREM', KEYS[4], ARGV[9])
+redis.call('ZADD', KEYS[4], now, ARGV[10])
 local entry = redis.call('HGET', KEYS[6], uuid)
 if entry then redis.call('HSET', KEYS[6], uuid, 'B' .. string.sub(entry, 2)) end
 announce(KEYS[7], maxlen, field, ARGV[8])
 
 local sibling = 0
-for j = 9, #ARGV, 2 do
+for j = 11, #ARGV, 3 do
   local k = 7 + sibling * 4
   sibling = sibling + 1
   if redis.call('HGET', KEYS[k + 1], 'phase') == 'OFFERED' then
     finish_session(KEYS[k + 1], KEYS[k + 2], KEYS[4], KEYS[k + 3], KEYS[k + 4], ARGV[j],
-      'REJECTED', ARGV[4], retention)
+      'REJECTED', ARGV[4], retention, ARGV[j + 2])
     announce(KEYS[7], maxlen, field, ARGV[j + 1])
   end
 end

@@ -44,13 +44,15 @@ local function announce(stream, maxlen, field, payload)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', field, payload)
 end
 
--- Move a session to a final phase: record it, drop its timer, free its
--- capacity and let its keys expire after the retention period.
-local function finish_session(session, history, timers, usage, entries, uuid, target, record, retention)
+-- Move a session to a final phase: record it, drop its expiry timer (named by
+-- the caller: timer names are made in Python only), free its capacity and let
+-- its keys expire after the retention period.
+local function finish_session(session, history, timers, usage, entries, uuid, target, record,
+    retention, expire_timer)
   redis.call('HSET', session, 'phase', target)
   redis.call('HINCRBY', session, 'v', 1)
   redis.call('RPUSH', history, record)
-  redis.call('ZREM', timers, 'expire:' .. uuid)
+  redis.call('ZREM', timers, expire_timer)
   free_entry(usage, entries, uuid)
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)

@@ -3,7 +3,8 @@
 --
 -- KEYS: session, history, timers, usage, entries, lifecycle stream.
 -- ARGV: uuid, allowed source phases (space separated), target, record,
---       due ms ('' = any time), retention ms, stream maxlen, stream field, event.
+--       due ms ('' = any time), retention ms, stream maxlen, stream field, event,
+--       expiry timer name.
 -- Returns {status, phase[, detail]}.
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return {'missing'} end
@@ -14,6 +15,6 @@ if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires')) > tonumber
   return {'phase', phase, 'not due'}
 end
 finish_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[3], ARGV[4],
-  tonumber(ARGV[6]))
+  tonumber(ARGV[6]), ARGV[10])
 announce(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
 return {'ok', ARGV[3]}

@@ -5,12 +5,12 @@
 -- ARGV: offerset doc, offer count, platform count, retention ms,
 --       then per offer (uuid, doc, platform number, first slot, last slot,
 --       cores, memory, expires ms, created ms, first history record,
---       lifecycle event), then per platform (capacity cores, capacity memory),
+--       lifecycle event, expiry timer name), then per platform (capacity cores, capacity memory),
 --       then stream maxlen and stream field.
 -- Returns 0 when saved, or the number (1-based) of the first offer that no
 -- longer fits, in which case nothing was written.
 local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local FIELDS = 11
+local FIELDS = 12
 local platform_keys = 2 + offers * 3
 local capacity_args = 4 + offers * FIELDS
 
@@ -18,7 +18,7 @@ local function offer_args(i)
   local a = 4 + (i - 1) * FIELDS
   return ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), ARGV[a + 8],
-    ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
+    ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
 end
 
 -- Check: offers of one set may overlap each other, so count earlier ones.
@@ -42,7 +42,8 @@ end
 
 -- Apply.
 for i = 1, offers do
-  local uuid, doc, p, first, last, cores, memory, expires, created, record, event = offer_args(i)
+  local uuid, doc, p, first, last, cores, memory, expires, created, record, event, timer =
+    offer_args(i)
   local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
   local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
   count(usage, first, last, cores, memory, 1)
@@ -50,7 +51,7 @@ for i = 1, offers do
   local k = 2 + (i - 1) * 3
   redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
   redis.call('RPUSH', KEYS[k + 2], record)
-  redis.call('ZADD', KEYS[2], expires, 'expire:' .. uuid)
+  redis.call('ZADD', KEYS[2], expires, timer)
   redis.call('ZADD', KEYS[k + 3], created, uuid)
   -- Sessions past retention have expired keys: keep the owner's index to match.
   redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', '(' .. (created - retention))
