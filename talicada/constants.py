@@ -138,6 +138,10 @@ class Keys:
         """Stream of messages that could not be processed, with the reason why."""
         return f"{self.prefix}:stream:dead-letter"
 
+    def ledger(self, name: str) -> str:
+        """Hash of what one back end follows on one platform (``skaha:canfar``)."""
+        return f"{self.prefix}:ledger:{name}"
+
     def stream_retries(self, role: str, group: str) -> str:
         """Sorted set of one group's message ids awaiting a retry, scored by due time (ms)."""
         return f"{self.prefix}:stream:{role}:retry:{group}"

@@ -126,6 +126,15 @@ def preparing_start(record: SessionRecord) -> datetime:
     return parse_instant(schedule.preparing.start)
 
 
+def window_start(record: SessionRecord) -> datetime:
+    """When the booked available window starts."""
+    schedule = record.session.schedule
+    assert schedule
+    assert schedule.available
+    assert schedule.available.start
+    return parse_interval(schedule.available.start).start
+
+
 def window_end(record: SessionRecord) -> datetime:
     """When the booked available window ends (release starts)."""
     schedule = record.session.schedule
@@ -482,6 +491,7 @@ def _maybe_launch(build: _Builder) -> None:
             storage=session.storage,
             data=session.data,
             ends=format_instant(window_end(build.change.record)),
+            starts=format_instant(window_start(build.change.record)),
             handles=handles(build.change.record),
         ),
     )

@@ -197,6 +197,8 @@ class LaunchBody(_Body, kw_only=True, frozen=True):
     data: list[AnyData] = []
     #: When the booked window ends, ISO 8601 UTC instant.
     ends: str
+    #: When the booked window starts: a launch still pending well after it is stuck.
+    starts: str | None = None
     #: What preparation gave each component (staged paths, the image digest).
     handles: dict[str, Handle] = {}
 

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
@@ -25,6 +25,7 @@ from talicada.events.report import Report, encoder
 from talicada.events.signing import sign
 from talicada.schema.model import ComponentPhase
 from talicada.settings import PlatformSettings, Settings
+from talicada.workers.backends._shared import Ledger, MemoryLedger, ledger_for
 
 log = structlog.get_logger("talicada.worker")
 
@@ -104,11 +105,17 @@ class UnknownPlatform(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WorkerContext:
-    """What every worker handler may use."""
+    """What every worker handler may use.
+
+    ``ledger`` keeps what a back end follows across restarts; ``stopping`` is
+    set when the worker stops, so background loops (followers) end.
+    """
 
     settings: Settings
     reporter: Reporter
     background: set[asyncio.Task[None]]
+    ledger: Ledger = field(default_factory=MemoryLedger)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def spawn(self, work: Awaitable[None]) -> None:
         """Run ``work`` after the handler returns (e.g. watching a process).
@@ -169,7 +176,9 @@ async def run_worker(
 ) -> None:
     """Consume ``stream`` as worker ``name`` until ``stop`` is set, then finish in-flight work."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
-        context = WorkerContext(settings, Reporter(broker_url, secret, client), set())
+        context = WorkerContext(
+            settings, Reporter(broker_url, secret, client), set(), ledger_for(bus)
+        )
         handler = factory(context)
 
         async def dead_letter(delivery: Delivery, reason: str) -> None:
@@ -198,6 +207,7 @@ async def run_worker(
         )
         log.info("worker.started", worker=name, stream=stream, consumer=consumer_name(name))
         await consumer.run(stop)
+        context.stopping.set()
         if context.background:
             await asyncio.wait(context.background, timeout=10)
         log.info("worker.stopped", worker=name)
