@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import ComponentPhase, ExecutionSession, LifecycleComponent, Metadata
-
-#: Executable kinds a person connects to: AVAILABLE means "ready for you".
-INTERACTIVE: Final = frozenset({"jupyter-notebook"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ import msgspec
 from talicada import constants
 from talicada.broker import lifecycle
 from talicada.broker.components import (
-    INTERACTIVE,
     Component,
     components,
     mounted,
@@ -64,7 +63,7 @@ from talicada.schema.iso8601 import (
     parse_instant,
     parse_interval,
 )
-from talicada.schema.model import ComponentPhase, SessionPhase, kind_of
+from talicada.schema.model import ComponentPhase, SessionPhase
 
 timer = constants.timer
 
@@ -425,7 +424,7 @@ def report(
     if phase in lifecycle.FINAL:
         return build.change  # a release report after cancel or failure: record only
     _follow_up(build, found, target)
-    derived = derive(build.change.phase, build.components(), kind_of(record.session.executable))
+    derived = derive(build.change.phase, build.components())
     if derived != build.change.phase:
         cause = message or f"{found.family} {target.lower()}"
         build.move(derived, cause)
@@ -497,7 +496,7 @@ def _maybe_launch(build: _Builder) -> None:
     )
 
 
-def derive(current: SessionPhase, parts: list[Component], executable_kind: str) -> SessionPhase:
+def derive(current: SessionPhase, parts: list[Component]) -> SessionPhase:
     """The session phase its components imply (the documented rule set).
 
     1. A final session phase never changes.
@@ -505,7 +504,9 @@ def derive(current: SessionPhase, parts: list[Component], executable_kind: str) 
     3. Releasing (the executable ended, or the session is RELEASING): COMPLETED
        once every component is final, else RELEASING.
     4. The executable RUNNING → RUNNING.
-    5. An interactive executable AVAILABLE → AVAILABLE.
+    5. The compute AVAILABLE → AVAILABLE: the launcher said the executable is
+       ready for a person (a notebook, with its connectors); batch work goes
+       RUNNING instead.
     6. Any component past WAITING → PREPARING.
     7. Otherwise the phase stays as it is (ACCEPTED or WAITING).
     """
@@ -519,7 +520,8 @@ def derive(current: SessionPhase, parts: list[Component], executable_kind: str) 
         return "COMPLETED" if all(p in COMPONENT_FINAL for p in phases.values()) else "RELEASING"
     if executable.phase == "RUNNING":
         return "RUNNING"
-    if executable.phase == "AVAILABLE" and executable_kind in INTERACTIVE:
+    compute = next(part for part in parts if part.family == "compute")
+    if compute.phase == "AVAILABLE":
         return "AVAILABLE"
     if any(_ORDER.get(p, 0) > _ORDER["WAITING"] for p in phases.values()):
         return "PREPARING"
