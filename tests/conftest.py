@@ -24,7 +24,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import msgspec
@@ -39,7 +39,10 @@ from talicada.broker.app import create_app
 from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
-from talicada.settings import PlatformSettings, load
+from talicada.settings import PlatformSettings, SkahaSettings, load
+
+if TYPE_CHECKING:
+    from tests.standins.skaha import SkahaState
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -118,7 +121,8 @@ def mqtt_url() -> str:
 #: The requests real clients send (copied from the project's shared examples).
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-#: A platform that runs containers and notebooks and reaches SRCNet data, like Skaha.
+#: A platform that runs containers and notebooks and reaches SRCNet data, like Skaha
+#: (its Skaha is nowhere: for pure tests; ``skaha_platform`` has a live stand-in).
 SKAHA = PlatformSettings(
     name="skaha",
     launcher="skaha",
@@ -126,7 +130,32 @@ SKAHA = PlatformSettings(
     data=["skao-data-resource", "simple-data-resource"],
     cores=16,
     memory=64,
+    skaha=SkahaSettings(url="http://127.0.0.1:9/skaha"),
 )
+
+
+@pytest_asyncio.fixture
+async def skaha_standin() -> AsyncIterator[tuple[SkahaState, str]]:
+    """A Skaha stand-in on loopback, and its base URL (``…/skaha``)."""
+    from tests.standins.skaha import SkahaState, create_app
+
+    state = SkahaState()
+    server = TestServer(create_app(state), host="127.0.0.1")
+    await server.start_server()
+    yield state, str(server.make_url("/skaha"))
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def skaha_platform(skaha_standin: tuple[SkahaState, str], tmp_path: Path) -> PlatformSettings:
+    """:data:`SKAHA` launching on the ``skaha_standin``."""
+    from tests.standins.skaha import DEFAULT_TOKEN
+
+    token = tmp_path / "skaha.token"
+    token.write_text(DEFAULT_TOKEN)
+    live = SkahaSettings(url=skaha_standin[1], token_file=str(token))
+    return msgspec.structs.replace(SKAHA, skaha=live)
+
 
 STORES = ["memory", "redis"]
 

@@ -23,7 +23,8 @@ from yarl import URL
 
 from talicada.schema import iso8601
 from talicada.schema.kinds import Dialect, Family, uri_for
-from tests.conftest import EXAMPLES, SKAHA, ClientFactory
+from talicada.settings import PlatformSettings
+from tests.conftest import EXAMPLES, ClientFactory
 
 Client: TypeAlias = TestClient[web.Request, web.Application]
 
@@ -255,9 +256,10 @@ async def test_seed_request_to_the_local_platform_is_a_no_naming_the_executable_
 
 async def test_seed_request_to_a_skaha_platform_gets_seed_dialect_offers(
     make_client: ClientFactory,
+    skaha_platform: PlatformSettings,
 ) -> None:
     """The seed request on a platform that runs containers: 1–4 fully resolved offers."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     response = await client.post("/requests", data=seed_text(), headers=YAML_HEADERS)
     assert response.status == 200
     doc = yaml.safe_load(await response.text())
@@ -282,10 +284,10 @@ async def test_seed_request_to_a_skaha_platform_gets_seed_dialect_offers(
 
 @pytest.mark.parametrize("dialect", [Dialect.V1_0, Dialect.V1_0_6], ids=lambda d: d.value)
 async def test_seed_request_in_another_dialect_is_answered_in_that_dialect(
-    make_client: ClientFactory, dialect: Dialect
+    make_client: ClientFactory, skaha_platform: PlatformSettings, dialect: Dialect
 ) -> None:
     """The seed request spelled in v1.0 or v1.0.6 gets the same offers, in its own spelling."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     body = in_dialect(seed_doc(), dialect)
     assert "type" not in set(all_keys(body))  # the variant really is another spelling
     response = await client.post(
@@ -305,9 +307,11 @@ async def test_seed_request_in_another_dialect_is_answered_in_that_dialect(
             assert "uuid" not in component
 
 
-async def test_computer_is_understood_as_compute(make_client: ClientFactory) -> None:
+async def test_computer_is_understood_as_compute(
+    make_client: ClientFactory, skaha_platform: PlatformSettings
+) -> None:
     """2025 clients write ``computer:`` with ``…/types/computer/…`` URIs."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     body = seed_doc()
     computer = body.pop("compute")
     computer["type"] = SEED_PREFIX + "computer/simple-compute-resource-1.0"
@@ -322,9 +326,10 @@ async def test_computer_is_understood_as_compute(make_client: ClientFactory) -> 
 
 async def test_top_level_volumes_named_from_compute_are_understood(
     make_client: ClientFactory,
+    skaha_platform: PlatformSettings,
 ) -> None:
     """A top-level ``volumes:`` list whose members ``compute.volumes`` names."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     body = seed_doc()
     (volume,) = body["compute"]["volumes"]
     body["volumes"] = [volume]
@@ -334,9 +339,11 @@ async def test_top_level_volumes_named_from_compute_are_understood(
     check_seed_offerset(doc, Dialect.SEED_2025, doc["href"])
 
 
-async def test_a_volume_with_a_single_resource_is_understood(make_client: ClientFactory) -> None:
+async def test_a_volume_with_a_single_resource_is_understood(
+    make_client: ClientFactory, skaha_platform: PlatformSettings
+) -> None:
     """``resource:`` (one) mounts that resource, like a one-element ``resources`` list."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     body = seed_doc()
     (volume,) = body["compute"]["volumes"]
     del volume["resources"]
@@ -356,9 +363,10 @@ async def test_a_volume_with_a_single_resource_is_understood(make_client: Client
 
 async def test_offerset_is_readable_with_the_live_phase_of_each_offer(
     make_client: ClientFactory,
+    skaha_platform: PlatformSettings,
 ) -> None:
     """GET /offersets/{uuid} returns the offers POST /requests made, with live phases."""
-    client = await make_client(platforms=[SKAHA])
+    client = await make_client(platforms=[skaha_platform])
     response = await client.post("/requests", data=seed_text(), headers=YAML_HEADERS)
     made = yaml.safe_load(await response.text())
     status, doc = await get(client, f"/offersets/{made['uuid']}")

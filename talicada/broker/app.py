@@ -103,11 +103,16 @@ def create_app(
     async def state(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
         opened = store or await open_store(settings)
-        app[BROKER] = Broker(settings, opened, clock=clock)
+        from talicada.workers.backends import advisors as make_advisors
+
+        advisors = make_advisors(settings.platforms)
+        app[BROKER] = Broker(settings, opened, clock=clock, advisors=advisors)
         app[NOTIFIER] = Notifier(opened.bus)
         if tokens is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")
         yield
+        for advisor in advisors.values():
+            await advisor.close()
         if owned:
             await opened.close()
 

@@ -17,6 +17,7 @@ import structlog
 
 from talicada import constants
 from talicada.broker import engine, lifecycle, platforms, updates
+from talicada.broker.advice import NO_ADVICE, Advice, Advisor, legal_floor, legal_range
 from talicada.broker.calendar import Slots
 from talicada.broker.driver import Driver
 from talicada.broker.engine import Change, Rebook
@@ -32,7 +33,7 @@ from talicada.broker.records import (
 )
 from talicada.broker.store import Store
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant
+from talicada.schema.iso8601 import format_duration, format_instant
 from talicada.schema.messages import Conflict, MessageItem, NotFound
 from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
@@ -70,6 +71,15 @@ class _Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class _Runnable:
+    """A platform that can run the request, what it needs there, and its back end's advice."""
+
+    platform: PlatformSettings
+    demand: Demand
+    advice: Advice
+
+
+@dataclass(frozen=True, slots=True)
 class OfferSetView:
     """An offer set with its offers' live state, ready to render."""
 
@@ -90,9 +100,12 @@ class Broker:
         *,
         clock: Clock = utc_now,
         new_id: NewId = new_uuid,
+        advisors: dict[str, Advisor] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        #: Offer-time advice by platform name, for platforms whose back end gives it.
+        self.advisors = advisors or {}
         self.clock = clock
         self.new_id = new_id
         self.slots = Slots(settings.slot)
@@ -106,13 +119,21 @@ class Broker:
         now = self.clock()
         expires = now + timedelta(seconds=self.settings.offer_ttl)
         reasons: list[MessageItem] = []
-        runnable: list[tuple[PlatformSettings, Demand]] = []
+        runnable: list[_Runnable] = []
+        feasible = []
         for platform in self.settings.platforms:
             problems = platforms.feasibility(platform, valid)
             if problems:
                 reasons.extend(problems)
             else:
-                runnable.append((platform, self._demand(platform, valid, now)))
+                feasible.append(platform)
+        advice = await asyncio.gather(*(self._advise(platform, valid) for platform in feasible))
+        for platform, said in zip(feasible, advice, strict=True):
+            demand = self._demand(platform, valid, now, said)
+            if said.reasons or demand is None:
+                reasons.extend(said.reasons or [self._no_legal_size(platform, valid, said)])
+            else:
+                runnable.append(_Runnable(platform, demand, said))
         offerset_id = self.new_id()
         name = valid.request.meta.name if valid.request.meta else None
         for _ in range(constants.PLAN_ATTEMPTS):
@@ -161,7 +182,35 @@ class Broker:
             ]
         )
 
-    def _demand(self, platform: PlatformSettings, valid: ValidRequest, now: datetime) -> Demand:
+    async def _advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
+        advisor = self.advisors.get(platform.name)
+        return NO_ADVICE if advisor is None else await advisor.advise(platform, valid)
+
+    def _no_legal_size(
+        self, platform: PlatformSettings, valid: ValidRequest, advice: Advice
+    ) -> MessageItem:
+        asked = (
+            f"{valid.cores[0]}-{valid.cores[1]} cores and {valid.memory[0]}-{valid.memory[1]} GiB"
+        )
+        legal = f"cores {list(advice.cores or [])}, GiB {list(advice.memory or [])}"
+        return msg.make(
+            msg.PLATFORM_REFUSES,
+            platform=platform.name,
+            reason=f"it accepts only these sizes ({legal}), none within {asked}",
+        )
+
+    def _demand(
+        self, platform: PlatformSettings, valid: ValidRequest, now: datetime, advice: Advice
+    ) -> Demand | None:
+        """What ``valid`` needs of ``platform``; None when no size it asks for is legal there."""
+        cores = legal_range(
+            (valid.cores[0], min(valid.cores[1], platform.session_cores)), advice.cores
+        )
+        memory = legal_range(
+            (valid.memory[0], min(valid.memory[1], platform.session_memory)), advice.memory
+        )
+        if cores is None or memory is None:
+            return None
         preparation = platforms.preparation(platform, valid)
         duration = valid.duration or timedelta(seconds=self.settings.default_duration)
         earliest = now + preparation
@@ -172,8 +221,8 @@ class Broker:
             # interval asked for, so no request can make the broker read a year.
             latest = min(valid.start.end, earliest + PLAN_HORIZON)
         return Demand(
-            cores=(valid.cores[0], min(valid.cores[1], platform.session_cores)),
-            memory=(valid.memory[0], min(valid.memory[1], platform.session_memory)),
+            cores=cores,
+            memory=memory,
             duration=duration,
             preparation=preparation,
             release=platforms.release(platform),
@@ -181,10 +230,8 @@ class Broker:
             latest=latest,
         )
 
-    async def _plan(self, runnable: list[tuple[PlatformSettings, Demand]]) -> list[_Candidate]:
-        found = await asyncio.gather(
-            *(self._plan_platform(platform, demand) for platform, demand in runnable)
-        )
+    async def _plan(self, runnable: list[_Runnable]) -> list[_Candidate]:
+        found = await asyncio.gather(*(self._plan_platform(each) for each in runnable))
         candidates = [candidate for windows in found for candidate in windows]
         # Earliest start first, then the largest offer.
         candidates.sort(
@@ -192,13 +239,14 @@ class Broker:
         )
         return candidates[: self.settings.max_offers]
 
-    async def _plan_platform(self, platform: PlatformSettings, demand: Demand) -> list[_Candidate]:
+    async def _plan_platform(self, runnable: _Runnable) -> list[_Candidate]:
         """Windows on one platform, reading the calendar a chunk at a time.
 
         The first chunk usually holds every offer, so a request costs one
         read however wide its start interval; a full calendar costs more
         reads, never more than the planning horizon allows.
         """
+        platform, demand, advice = runnable.platform, runnable.demand, runnable.advice
         limit = self.settings.max_offers
         # Enough for every offer when the calendar is free; more is read only when not.
         span = demand.duration + demand.preparation + demand.release
@@ -213,6 +261,19 @@ class Broker:
                 usage.add(window.entry)  # our own earlier offers hold capacity too
             capacity = (platform.cores, platform.memory)
             found = plan(part, usage, capacity, self.slots, platform.name, limit - len(windows))
+            # Offer only sizes the platform's service accepts: round down to a
+            # legal one (never below the minimum: the demand starts at a legal one).
+            found = [
+                replace(
+                    window,
+                    entry=replace(
+                        window.entry,
+                        cores=legal_floor(window.entry.cores, advice.cores),
+                        memory=legal_floor(window.entry.memory, advice.memory),
+                    ),
+                )
+                for window in found
+            ]
             windows += found
             if part.latest >= demand.latest:
                 break
@@ -257,18 +318,18 @@ class Broker:
     def _capacities(self) -> dict[str, tuple[int, int]]:
         return {name: (p.cores, p.memory) for name, p in self.platforms.items()}
 
-    def _no_capacity(self, runnable: list[tuple[PlatformSettings, Demand]]) -> list[MessageItem]:
+    def _no_capacity(self, runnable: list[_Runnable]) -> list[MessageItem]:
         return [
             msg.make(
                 msg.NO_CAPACITY,
-                platform=platform.name,
-                duration=demand.duration,
-                cores=demand.cores[0],
-                memory=demand.memory[0],
-                start=format_instant(demand.earliest),
-                end=format_instant(demand.latest),
+                platform=each.platform.name,
+                duration=format_duration(each.demand.duration),
+                cores=each.demand.cores[0],
+                memory=each.demand.memory[0],
+                start=format_instant(each.demand.earliest),
+                end=format_instant(each.demand.latest),
             )
-            for platform, demand in runnable
+            for each in runnable
         ]
 
     async def direct(self, valid: ValidRequest, owner: str) -> OfferSetView | LiveSession:

@@ -71,6 +71,14 @@ NO_CAPACITY: Final = (
     "platform {platform} has no window of {duration} with {cores} cores and {memory} GiB "
     "free starting between {start} and {end}",
 )
+PLATFORM_REFUSES: Final = (
+    "error:platform-refuses",
+    "platform {platform} cannot run this request: {reason}",
+)
+PLATFORM_UNAVAILABLE: Final = (
+    "error:platform-unavailable",
+    "platform {platform} cannot make offers now: {reason}",
+)
 COST_LIMIT: Final = (
     "error:cost-limit",
     "platform {platform} would cost at least {cost}, above the maximum {max}",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from talicada.events.streams import IMAGE_CACHE, LAUNCH, PREPARE_DATA, RELEASE, Role
 
 if TYPE_CHECKING:
+    from talicada.broker.advice import Advisor
     from talicada.settings import PlatformSettings
     from talicada.workers.runtime import HandlerFactory
 
@@ -33,6 +34,9 @@ class Backend:
     module: str
     factory: str
     table: str | None = None
+    #: Name of the module's offer-time advisor class, if the service has facts
+    #: the broker must ask before offering (:mod:`talicada.broker.advice`).
+    advisor: str | None = None
 
     def load(self) -> HandlerFactory:
         """The handler factory (imports the back end's module)."""
@@ -55,7 +59,7 @@ BACKENDS: Final[dict[Role, dict[str, Backend]]] = {
     },
     LAUNCH: {
         "local": _LOCAL_LAUNCH,
-        "skaha": Backend("talicada.workers.backends.skaha", "launcher", "skaha"),
+        "skaha": Backend("talicada.workers.backends.skaha", "launcher", "skaha", "Advisor"),
     },
     RELEASE: {
         "local": _LOCAL_RELEASE,
@@ -87,6 +91,17 @@ def problems(platform: PlatformSettings) -> list[str]:
             message = f"[platforms.{backend.table}]: {setting} {name!r} needs this table (url …)"
             if message not in found:
                 found.append(message)
+    return found
+
+
+def advisors(platforms: list[PlatformSettings]) -> dict[str, Advisor]:
+    """The offer-time advisor of each platform whose launcher has one, by platform name."""
+    found: dict[str, Advisor] = {}
+    for platform in platforms:
+        backend = BACKENDS[LAUNCH].get(platform.launcher)
+        if backend is not None and backend.advisor is not None:
+            module = importlib.import_module(backend.module)
+            found[platform.name] = getattr(module, backend.advisor)(platform)
     return found
 
 

@@ -17,17 +17,21 @@ Release unfollows the session first, then deletes it (a 404 is fine).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
+from talicada.broker.advice import Advice
 from talicada.events.bus import Delivery
 from talicada.events.envelope import Event, ExtendExecutable, Launch, Release
+from talicada.schema import messages as msg
 from talicada.schema.model import ComponentPhase, DockerContainer, JupyterNotebook, kind_of
+from talicada.schema.validation import ValidRequest
 from talicada.services._http import ServiceError, TokenFile
-from talicada.services.skaha import SkahaClient, session_type
+from talicada.services.skaha import SkahaClient, SkahaContext, session_type
 from talicada.settings import PlatformSettings
 from talicada.workers.backends._skaha_account import Account, Watch
 from talicada.workers.runtime import Handler, WorkerContext
@@ -223,3 +227,78 @@ def _handle_of(event: Event) -> str | None:
 
 def _extra(output: dict[str, str]) -> dict[str, Any]:
     return {"output": output} if output.get("stdout") else {}
+
+
+class Advisor:
+    """Offer-time facts from Skaha: the images it runs, the sizes it accepts, the quota.
+
+    Its catalogue (images, legal sizes) is kept for ``catalogue_ttl`` and the
+    count of the account's live sessions for ``poll_interval``, so a burst of
+    requests costs Skaha a few calls, not one per request.
+    """
+
+    def __init__(self, platform: PlatformSettings) -> None:
+        assert platform.skaha is not None
+        self.settings = platform.skaha
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        token_file = self.settings.token_file
+        self.client = SkahaClient(
+            self.settings.url,
+            TokenFile(Path(token_file)) if token_file else None,
+            self._http,
+            attempts=2,
+        )
+        self._catalogue: tuple[float, dict[str, list[str]], SkahaContext] | None = None
+        self._live: tuple[float, int] | None = None
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._http.close()
+
+    async def advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
+        """Why Skaha cannot run ``valid`` now, and the sizes it accepts."""
+
+        def refuse(reason: str) -> Advice:
+            return Advice([msg.make(msg.PLATFORM_REFUSES, platform=platform.name, reason=reason)])
+
+        try:
+            images, context = await self._catalogue_now()
+            live = await self._live_now()
+        except ServiceError as error:
+            return Advice(
+                [msg.make(msg.PLATFORM_UNAVAILABLE, platform=platform.name, reason=str(error))]
+            )
+        executable = valid.request.executable
+        if isinstance(executable, DockerContainer):
+            image = executable.image.locations[0]
+            ports = executable.network.ports if executable.network else []
+            notebook = any(port.access for port in ports)
+        elif isinstance(executable, JupyterNotebook) and self.settings.notebook_image:
+            image, notebook = self.settings.notebook_image, True
+        else:
+            return refuse(f"Skaha runs containers and notebooks, not {kind_of(executable)}")
+        if image not in images:
+            return refuse(f"Skaha's catalogue has no image {image}")
+        kind = session_type(images[image], notebook=notebook)
+        if kind not in images[image]:
+            return refuse(f"Skaha lists {image} for {', '.join(images[image])}, not {kind}")
+        if live >= self.settings.max_sessions:
+            return refuse(
+                f"its Skaha account runs {live} sessions, its limit is {self.settings.max_sessions}"
+            )
+        return Advice(cores=tuple(context.cores), memory=tuple(context.ram))
+
+    async def _catalogue_now(self) -> tuple[dict[str, list[str]], SkahaContext]:
+        now = time.monotonic()
+        if self._catalogue is None or now - self._catalogue[0] > self.settings.catalogue_ttl:
+            images = {image.id: image.types for image in await self.client.images()}
+            self._catalogue = (now, images, await self.client.context())
+        return self._catalogue[1], self._catalogue[2]
+
+    async def _live_now(self) -> int:
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] > self.settings.poll_interval:
+            sessions = await self.client.sessions()
+            count = sum(1 for session in sessions if session.status in ("Pending", "Running"))
+            self._live = (now, count)
+        return self._live[1]
