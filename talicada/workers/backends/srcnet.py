@@ -345,15 +345,14 @@ class _Platform:
                 # A callback sent while no worker listened is lost: look once at what we resume.
                 for entry in (await self.in_flight()).values():
                     await self.look(entry)
-                await stopping.wait()
-                return
-            while not stopping.is_set():
+            while self.listener is None and not stopping.is_set():
                 for entry in (await self.in_flight()).values():
                     try:
                         await self.look(entry)
                     except Exception:  # one job's trouble (a report not taken) stops no other
                         log.exception("srcnet.follow.failed", job=entry.job)
                 await sleep_until(stopping, self.srcnet.poll_interval)
+            await stopping.wait()  # with callbacks, the listener does the following
         finally:
             if self.listener is not None:
                 await self.listener.stop()
