@@ -307,9 +307,11 @@ async def test_release_ends_the_jobs_and_reports_every_component(rig: Rig) -> No
     ]
     assert recorder.reports[1].message == f"staging job {staging.handle} released"
     assert await rig.ledger.all(LEDGER) == {}
+    await asyncio.sleep(0.05)  # a look begun before the release may still land
     polls = rig.standin.count("status")
     await asyncio.sleep(0.1)  # five poll intervals: the released job is not followed
     assert rig.standin.count("status") == polls
+    assert len(recorder.reports) == 3  # and its end is the release's alone to report
 
 
 async def test_release_without_cancel_lets_the_lifetime_lapse(rig: Rig) -> None:

@@ -173,9 +173,7 @@ class _Stager:
         for job, entry in (await platform.in_flight()).items():
             if entry.event.session == event.session and entry.event.component in body.components:
                 jobs.setdefault(job, str(entry.event.component))
-        messages: dict[str, str] = {}
-        for job, component in jobs.items():
-            messages[component] = await platform.end(job)
+        messages = {component: await platform.end(job) for job, component in jobs.items()}
         outcome: ComponentPhase = "COMPLETED" if body.normal else "CANCELLED"
         for component in body.components:
             details = {"message": messages[component]} if component in messages else {}
@@ -306,6 +304,8 @@ class _Platform:
 
     async def finish(self, entry: InFlight, staging: Staging) -> None:
         """Report how the job ended and stop following it."""
+        if entry.job not in await self.context.ledger.all(self.ledger):
+            return  # released while we asked: its end is the release's to report
         event, component = entry.event, str(entry.event.component)
         what, called = _label(event)
         key = _key(entry)
