@@ -9,6 +9,12 @@ import msgspec
 
 from talicada.settings import PlatformSettings
 
+#: The credentials the stand-ins expect by default, and the platform's storage area.
+SRCNET_TOKEN = "srcnet-token"
+HARBOR_USER = "robot$talicada"
+HARBOR_SECRET = "robot-secret"
+STORAGE_AREA = "sa-canfar"
+
 #: Preparation estimates small enough that sessions start within seconds.
 QUICK = {
     "image": {"docker-container": 0.5, "jupyter-notebook": 0.5},
@@ -51,9 +57,24 @@ def canfar(
         **options,
     }
     if srcnet is not None:
+        srcnet_token = tmp_path / "srcnet.token"
+        srcnet_token.write_text(SRCNET_TOKEN)
         settings["stager"] = "srcnet"
-        settings["srcnet"] = {"url": srcnet, "storage_area": "sa-canfar", "poll_interval": 0.2}
+        settings["srcnet"] = {
+            "url": srcnet,
+            "storage_area": STORAGE_AREA,
+            "token_file": str(srcnet_token),
+            "poll_interval": 0.2,
+        }
     if harbor is not None:
+        harbor_secret = tmp_path / "harbor.secret"
+        harbor_secret.write_text(HARBOR_SECRET)
         settings["image_cache"] = "harbor"
-        settings["harbor"] = {"url": harbor, "proxy_project": "proxy", "poll": 0.1}
+        settings["harbor"] = {
+            "url": harbor,
+            "proxy_project": "proxy",
+            "username": HARBOR_USER,
+            "secret_file": str(harbor_secret),
+            "poll": 0.1,
+        }
     return msgspec.convert(settings, PlatformSettings)

@@ -423,6 +423,8 @@ def report(
     build.set_component(found, target, "worker report", message)
     if phase in lifecycle.FINAL:
         return build.change  # a release report after cancel or failure: record only
+    if found.phase == target:
+        return build.change  # news without a move (a handle, progress): nothing follows
     _follow_up(build, found, target)
     derived = derive(build.change.phase, build.components())
     if derived != build.change.phase:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -60,7 +61,13 @@ _watch_decoder = msgspec.json.Decoder(Watch)
 class Account:
     """The sessions of one platform's Skaha account, followed together."""
 
-    def __init__(self, context: WorkerContext, platform: PlatformSettings, client: SkahaClient):
+    def __init__(
+        self,
+        context: WorkerContext,
+        platform: PlatformSettings,
+        client: SkahaClient,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         assert platform.skaha is not None
         self.context = context
         self.platform = platform
@@ -69,6 +76,7 @@ class Account:
         self.watches: dict[str, Watch] = {}
         self.ledger_name = f"skaha:{platform.name}"
         self.listener: CallbackListener | None = None
+        self.on_stop = on_stop
         self._lock = asyncio.Lock()
 
     # -- what is followed ----------------------------------------------------
@@ -147,6 +155,8 @@ class Account:
                 with contextlib.suppress(ServiceError):
                     await self.client.unregister_callback()
                 await self.listener.stop()
+            if self.on_stop is not None:
+                await self.on_stop()
 
     async def poll_once(self) -> None:
         """One look at every session of the account: one ``GET /v1/session``."""

@@ -48,11 +48,10 @@ def skaha_name(session: str) -> str:
 
 
 class Accounts:
-    """One followed Skaha account per platform, made on first use; one HTTP client for all."""
+    """One followed Skaha account per platform, made on first use."""
 
     def __init__(self, context: WorkerContext) -> None:
         self.context = context
-        self._http: aiohttp.ClientSession | None = None
         self._accounts: dict[str, Account] = {}
 
     async def of(self, platform: PlatformSettings) -> Account:
@@ -61,14 +60,13 @@ class Accounts:
         if account is None:
             if platform.skaha is None:
                 raise ValueError(f"platform {platform.name} has no [platforms.skaha] settings")
-            if self._http is None:
-                self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-                self.context.spawn(self._close_when_stopping())
-            token = (
-                TokenFile(Path(platform.skaha.token_file)) if platform.skaha.token_file else None
-            )
-            client = SkahaClient(platform.skaha.url, token, self._http)
-            account = self._accounts[platform.name] = Account(self.context, platform, client)
+            # The account's own HTTP session, closed when its follower ends.
+            http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            token_file = platform.skaha.token_file
+            token = TokenFile(Path(token_file)) if token_file else None
+            client = SkahaClient(platform.skaha.url, token, http)
+            account = Account(self.context, platform, client, on_stop=http.close)
+            self._accounts[platform.name] = account
             await account.resume()
         return account
 
@@ -77,11 +75,6 @@ class Accounts:
         for platform in self.context.settings.platforms:
             if platform.launcher == "skaha":
                 await self.of(platform)
-
-    async def _close_when_stopping(self) -> None:
-        await self.context.stopping.wait()
-        if self._http is not None:
-            await self._http.close()
 
 
 #: One set of accounts per worker context: launch and release share what they follow.
