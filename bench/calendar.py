@@ -1,6 +1,6 @@
 """Benchmark: offer latency with 10,000 bookings in a calendar vs an empty one.
 
-DESIGN §11: "Offer latency with 10,000 bookings in a calendar within 2× of an
+docs/ARCHITECTURE.md §11: "Offer latency with 10,000 bookings in a calendar within 2× of an
 empty one." This drives the broker service directly (no HTTP): the same
 :class:`talicada.broker.service.Broker` code the ``POST /requests`` handler
 calls, on the Redis store (``--store memory`` for the in-memory one).
@@ -271,7 +271,7 @@ async def bench(options: argparse.Namespace) -> int:
         environ={},
         platforms=[msgspec.structs.replace(LOCAL, name=PLATFORM, cores=CAPACITY, memory=CAPACITY)],
     )
-    print("# Offer latency: a calendar with bookings vs an empty one (DESIGN §11)")
+    print("# Offer latency: a calendar with bookings vs an empty one (docs/ARCHITECTURE.md §11)")
     print(
         f"python {platform.python_version()}, msgspec {msgspec.__version__}, redis-py "
         f"{redis.__version__}, Redis server {redis_version}; store: {options.store}; "
@@ -362,7 +362,7 @@ async def bench(options: argparse.Namespace) -> int:
 
         median = percentile(latencies["full"], 50) / percentile(latencies["empty"], 50)
         p95 = percentile(latencies["full"], 95) / percentile(latencies["empty"], 95)
-        print("## Against the DESIGN §11 target (within 2× of an empty calendar)")
+        print("## Against the docs/ARCHITECTURE.md §11 target (within 2× of an empty calendar)")
         print(f"full/empty, median: {median:.2f}×: {'PASS' if median <= TARGET else 'FAIL'}")
         print(f"full/empty, p95:    {p95:.2f}×: {'PASS' if p95 <= TARGET else 'FAIL'}")
         all_offered = min(offers["empty"] + offers["full"]) == settings.max_offers

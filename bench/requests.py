@@ -1,6 +1,6 @@
 """Benchmark: ``POST /requests`` against an aiohttp hello-world POST handler.
 
-DESIGN §11: ``POST /requests`` (JSON) at ≥ 25% of a hello-world aiohttp POST
+docs/ARCHITECTURE.md §11: ``POST /requests`` (JSON) at ≥ 25% of a hello-world aiohttp POST
 handler's requests/s on one core, and p99 < 10 ms at half the maximum rate.
 
 Each server under test runs in its own process pinned to one core; the load
@@ -557,7 +557,7 @@ async def bench(options: argparse.Namespace) -> int:
     auth = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     plain = {"Content-Type": "application/json"}
 
-    print("# POST /requests vs aiohttp hello-world (DESIGN §11)")
+    print("# POST /requests vs aiohttp hello-world (docs/ARCHITECTURE.md §11)")
     print(
         f"python {platform.python_version()} ({sys.implementation.name}), aiohttp "
         f"{aiohttp.__version__}, msgspec {msgspec.__version__}, redis-py {redis.__version__}, "
@@ -657,7 +657,7 @@ async def bench(options: argparse.Namespace) -> int:
         p99 = percentile(half.from_due, 99) * 1000
     print()
 
-    print("## Against the DESIGN §11 targets")
+    print("## Against the docs/ARCHITECTURE.md §11 targets")
     for run in runs:
         if run.label.startswith("talicada"):
             ratio = run.rate / hello.rate

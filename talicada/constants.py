@@ -14,9 +14,9 @@ from typing import Literal, get_args
 
 # -- timing defaults ------------------------------------------------------
 
-#: How long an offer holds its capacity before it expires (DESIGN §4.5).
+#: How long an offer holds its capacity before it expires (docs/ARCHITECTURE.md §4.5).
 OFFER_TTL = timedelta(minutes=5)
-#: Offers per request unless configured otherwise (DESIGN §4.4).
+#: Offers per request unless configured otherwise (docs/ARCHITECTURE.md §4.4).
 MAX_OFFERS = 4
 #: Session length when the request does not ask for one.
 DEFAULT_DURATION = timedelta(hours=1)
@@ -49,7 +49,7 @@ PLAN_ATTEMPTS = 5
 STREAM_MAXLEN = 100_000
 #: Deliveries of one message (first run included) before it is dead-lettered and
 #: its component FAILED: enough for transient faults, few enough that a poison
-#: message stops costing work within a minute (DESIGN §6).
+#: message stops costing work within a minute (docs/ARCHITECTURE.md §6).
 MAX_DELIVERIES = 5
 #: First retry delay; the n-th delivery's retry waits ``RETRY_BASE * 2**(n-1)``
 #: (exponential backoff, so a struggling dependency is not hammered).

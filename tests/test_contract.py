@@ -1,4 +1,4 @@
-"""The HTTP contract of DESIGN §3–§5 ("Broker foundation"), over both stores.
+"""The HTTP contract of docs/ARCHITECTURE.md §3–§5 ("Broker foundation"), over both stores.
 
 Every test here runs once per store (``memory`` and ``redis``) through the
 ``client`` / ``make_client`` fixtures of conftest.py.
@@ -28,7 +28,7 @@ from tests.conftest import EXAMPLES, ClientFactory
 
 Client: TypeAlias = TestClient[web.Request, web.Application]
 
-#: The seed's own request (DESIGN §3).
+#: The seed's own request (docs/ARCHITECTURE.md §3).
 SEED_REQUEST = EXAMPLES / "seed-notebook-request.yaml"
 
 SEED_PREFIX = "https://www.purl.org/ivoa.net/EB/schema/types/"
@@ -44,7 +44,10 @@ YAML_HEADERS = {"Content-Type": "application/yaml", "Accept": "application/yaml"
 def seed_text() -> str:
     """The seed request as the client sends it; fails the test clearly when missing."""
     if not SEED_REQUEST.is_file():
-        pytest.fail(f"the seed request {SEED_REQUEST} is missing (see DESIGN §3)", pytrace=False)
+        pytest.fail(
+            f"the seed request {SEED_REQUEST} is missing (see docs/ARCHITECTURE.md §3)",
+            pytrace=False,
+        )
     return SEED_REQUEST.read_text(encoding="utf-8")
 
 
@@ -173,7 +176,7 @@ def check_schedule(schedule: dict[str, Any]) -> None:
 
 
 def check_seed_offerset(doc: dict[str, Any], dialect: Dialect, location: str) -> None:
-    """The seed request's offers on a Skaha-like platform, as DESIGN §4 describes them."""
+    """The seed request's offers on a Skaha-like platform, as docs/ARCHITECTURE.md §4 describes them."""
     assert doc["result"] == "YES", texts(doc)
     _, name, url = identity(doc, dialect)
     assert name == "notebook-test"

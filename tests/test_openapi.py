@@ -177,7 +177,7 @@ def test_rendered_offer_set_matches_the_offer_set_schema(document: dict[str, Any
 
 
 def test_update_matches_the_update_schema(document: dict[str, Any]) -> None:
-    """An accept update as DESIGN §3 writes it is a valid AnyUpdate."""
+    """An accept update as docs/ARCHITECTURE.md §3 writes it is a valid AnyUpdate."""
     update = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
     _validate(document, update, "AnyUpdate")
 

@@ -1,4 +1,4 @@
-"""Who is calling: bearer tokens from a static token file (DESIGN §8).
+"""Who is calling: bearer tokens from a static token file (docs/ARCHITECTURE.md §8).
 
 The file holds one ``<token> <principal>`` pair per line; ``#`` starts a
 comment. With no token file every caller is ``anonymous`` — allowed only in

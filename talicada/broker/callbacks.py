@@ -1,4 +1,4 @@
-"""``POST /callbacks/{uuid}``: signed worker reports advance the session (DESIGN §8).
+"""``POST /callbacks/{uuid}``: signed worker reports advance the session (docs/ARCHITECTURE.md §8).
 
 Unsigned, wrongly signed or stale reports are 401 and change nothing; a
 report whose delivery id was already applied is 200 and changes nothing.

@@ -4,7 +4,7 @@ Each step is read → compute (pure :mod:`engine`) → commit with the version
 read; when another replica changed the session in between, the commit says
 ``stale`` and the step is computed again on the fresh state. Timers come
 from the store's due-time set, claimed with a lease so that any replica can
-apply each exactly once (DESIGN §1).
+apply each exactly once (docs/ARCHITECTURE.md §1).
 """
 
 from __future__ import annotations

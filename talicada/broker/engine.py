@@ -3,9 +3,9 @@
 Every step takes the session as stored (record and phase) and returns a
 :class:`Change`: the new record, the new phase, the transitions to record, the
 events to publish and the timers to set. The store commits a Change in one
-atomic step (the outbox rule, DESIGN §1), so no event is lost or invented.
+atomic step (the outbox rule, docs/ARCHITECTURE.md §1), so no event is lost or invented.
 
-Dependencies are events, not polling (DESIGN §5)::
+Dependencies are events, not polling (docs/ARCHITECTURE.md §5)::
 
     accept ──▶ start: WAITING until preparation time, or straight on to
     prepare ─▶ storage.allocate (each storage)   image.cache (the executable)

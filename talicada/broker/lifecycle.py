@@ -1,4 +1,4 @@
-"""The session state machine: one transition table (DESIGN §5). Pure code.
+"""The session state machine: one transition table (docs/ARCHITECTURE.md §5). Pure code.
 
 Every phase change anywhere in the broker is checked against :data:`NEXT`;
 an illegal one is refused, never applied. :data:`CLIENT_TARGETS` says which

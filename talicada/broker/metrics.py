@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN §9): requests, offers, transitions, callbacks, streams.
+"""Prometheus metrics (docs/ARCHITECTURE.md §9): requests, offers, transitions, callbacks, streams.
 
 Each app has its own registry (tests run several apps in one process). Stream
 figures — length, and events waiting for each worker — are read from the bus

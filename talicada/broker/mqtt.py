@@ -1,4 +1,4 @@
-"""Publishing every session transition to MQTT (DESIGN §8).
+"""Publishing every session transition to MQTT (docs/ARCHITECTURE.md §8).
 
 Topic ``talicada/sessions/<uuid>``, QoS 1; the message of the phase the
 session is in is retained, so a subscriber that arrives late gets it at

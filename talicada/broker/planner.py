@@ -1,4 +1,4 @@
-"""The offer planner: free windows in a platform's calendar (DESIGN §4.4). Pure code.
+"""The offer planner: free windows in a platform's calendar (docs/ARCHITECTURE.md §4.4). Pure code.
 
 Given what the request needs, what the platform can hold and what is already
 in use, find up to N windows, earliest first, each with at least the minimum

@@ -1,10 +1,10 @@
 """Can a platform run a request at all, and how long will preparation take? Pure code.
 
-Feasibility (DESIGN §4.2) checks kinds, per-session sizes, data reachability
+Feasibility (docs/ARCHITECTURE.md §4.2) checks kinds, per-session sizes, data reachability
 and cost. Each reason a platform cannot run the request becomes a message of
 the ``result: NO`` answer, so a client learns which constraint failed where.
 
-Preparation (DESIGN §4.3) is estimated from configured defaults: image
+Preparation (docs/ARCHITECTURE.md §4.3) is estimated from configured defaults: image
 caching and data staging run in parallel after storage is allocated, then the
 executable is launched, so the estimate is storage + max(image, slowest data)
 + launch.

@@ -1,4 +1,4 @@
-"""The HTTP API (DESIGN §3): decode, ask the broker, render. Nothing else."""
+"""The HTTP API (docs/ARCHITECTURE.md §3): decode, ask the broker, render. Nothing else."""
 
 from __future__ import annotations
 

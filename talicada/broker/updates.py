@@ -1,6 +1,6 @@
 """What a client's update asks for, decided without touching state. Pure code.
 
-Two things can be updated (DESIGN §3): the ``phase`` (accept, reject, cancel)
+Two things can be updated (docs/ARCHITECTURE.md §3): the ``phase`` (accept, reject, cancel)
 and ``schedule.available.duration`` (extend or shorten a booking where the
 calendar allows). Anything else is a 400 naming the path.
 """

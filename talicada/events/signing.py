@@ -1,4 +1,4 @@
-"""Signed worker callbacks (DESIGN §8): HMAC-SHA256 over timestamp and body.
+"""Signed worker callbacks (docs/ARCHITECTURE.md §8): HMAC-SHA256 over timestamp and body.
 
 A worker sends ``X-Talicada-Timestamp`` (Unix seconds) and
 ``X-Talicada-Signature: sha256=<hex>`` where the MAC covers

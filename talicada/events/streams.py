@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-#: The roles of workers (DESIGN §6): each consumes the streams of its role.
+#: The roles of workers (docs/ARCHITECTURE.md §6): each consumes the streams of its role.
 Role = Literal["prepare-data", "image-cache", "launch", "release"]
 PREPARE_DATA: Final[Role] = "prepare-data"
 IMAGE_CACHE: Final[Role] = "image-cache"

@@ -1,4 +1,4 @@
-"""``talicada events tail``: follow the event streams, for operators (DESIGN §9).
+"""``talicada events tail``: follow the event streams, for operators (docs/ARCHITECTURE.md §9).
 
 Prints one JSON line per event (stream id, stream, and the event), filtered by
 session and type. ``--dead-letters`` lists the dead-letter stream instead.

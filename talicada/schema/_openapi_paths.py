@@ -13,7 +13,7 @@ import msgspec
 from talicada.schema import model
 from talicada.schema._openapi_schemas import array, ref
 
-#: The media types every body may be written in (DESIGN §3).
+#: The media types every body may be written in (docs/ARCHITECTURE.md §3).
 MEDIA_TYPES: Final = ("application/json", "application/yaml", "application/xml")
 
 

@@ -1,6 +1,6 @@
 """The three wire dialects: translate them to the canonical form and back.
 
-Input is liberal (DESIGN §3): ``type`` or ``kind`` as the discriminator,
+Input is liberal (docs/ARCHITECTURE.md §3): ``type`` or ``kind`` as the discriminator,
 identity at the top (``name``, ``uuid``, ``href``) or in ``meta``, ``computer``
 for ``compute``, updates bare or wrapped. The translation works on plain data
 (what the codec decoded) before msgspec types it, so one set of structs serves

@@ -2,7 +2,7 @@
 
 Internally a kind is a short, dialect-free name (``docker-container``). On the
 wire it is a URI whose spelling depends on the dialect the client speaks
-(DESIGN §3). This module is the only place that knows those spellings.
+(docs/ARCHITECTURE.md §3). This module is the only place that knows those spellings.
 """
 
 from __future__ import annotations

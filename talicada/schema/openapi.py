@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the HTTP API (DESIGN §3), generated from the model.
+"""The OpenAPI 3.1 document of the HTTP API (docs/ARCHITECTURE.md §3), generated from the model.
 
 The component schemas come from the msgspec structs in :mod:`talicada.schema.model`,
 then are rewritten from the canonical form (short kind names) to the wire form of

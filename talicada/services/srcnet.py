@@ -132,8 +132,11 @@ class DataManagement(Protocol):
         storage_area: str,
         lifetime_seconds: int,
         callback_url: str | None = None,
+        request_id: str | None = None,
     ) -> str:
-        """Ask for ``(namespace, name)`` items in ``storage_area``; the staging job id."""
+        """Ask for ``(namespace, name)`` items in ``storage_area``; the staging job id.
+
+        The same ``request_id`` twice answers the same job (idempotent staging)."""
         ...
 
     async def status(self, job_id: str) -> Staging:
@@ -277,8 +280,14 @@ class SrcnetClient:
         storage_area: str,
         lifetime_seconds: int,
         callback_url: str | None = None,
+        request_id: str | None = None,
     ) -> str:
-        """Ask for the items in ``storage_area`` for ``lifetime_seconds``; the job id."""
+        """Ask for the items in ``storage_area`` for ``lifetime_seconds``; the job id.
+
+        ``request_id`` names the request for the service: the same id again
+        answers the job already made (a retry, or a redelivered event after a
+        crash), so a caller that derives it from its event never stages twice.
+        """
         if not items:
             raise ValueError("nothing to stage")
         if lifetime_seconds <= 0:
@@ -288,7 +297,7 @@ class SrcnetClient:
             "dids": [{"namespace": ns, "name": name} for ns, name in items],
             "lifetime": lifetime_seconds,
             # The same id on every attempt: a retried POST finds the job it made.
-            "client_request_id": str(uuid.uuid4()),
+            "client_request_id": request_id or str(uuid.uuid4()),
         }
         if callback_url is not None:
             request["callback_url"] = callback_url

@@ -1,4 +1,4 @@
-"""``launch`` / local: run the test tasks as real subprocesses (DESIGN §7).
+"""``launch`` / local: run the test tasks as real subprocesses (docs/ARCHITECTURE.md §7).
 
 The handler links the session's staged data into its mount directories,
 starts the task in its own process group, records its pid, reports the

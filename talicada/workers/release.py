@@ -1,4 +1,4 @@
-"""``release``: undo what the other workers did, idempotently (DESIGN §7).
+"""``release``: undo what the other workers did, idempotently (docs/ARCHITECTURE.md §7).
 
 Stops the task (SIGTERM to its process group, SIGKILL a second later),
 removes the mount links (output is kept: it is the record; staged data is the

@@ -1,4 +1,4 @@
-"""The worker runtime: consume a stream, act, call back, ack (DESIGN §7).
+"""The worker runtime: consume a stream, act, call back, ack (docs/ARCHITECTURE.md §7).
 
 ``talicada worker NAME`` runs one worker; embedded mode runs them all in the
 broker's process. Either way a worker reports through signed HTTP callbacks,

@@ -145,10 +145,14 @@ class CallbackListener:
         body = await request.read()
         try:
             verify_callback(self.secret.encode(), request.headers, body, time.time())
-            change = decode_callback(body)
         except CallbackError as error:
             log.warning("callbacks.refused", reason=str(error))
             return web.Response(status=401, text=str(error))
+        try:
+            change = decode_callback(body)
+        except CallbackError as error:  # signed but unreadable: retrying will not help
+            log.warning("callbacks.malformed", reason=str(error))
+            return web.Response(status=400, text=str(error))
         try:
             await self.on_change(change)
         except Exception as error:  # the service retries: tell it this one did not land

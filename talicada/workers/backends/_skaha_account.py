@@ -90,6 +90,12 @@ class Account:
         if self.watches:
             log.info("skaha.resumed", platform=self.platform.name, sessions=len(self.watches))
         pushed = await self._take_callbacks()
+        if pushed and self.watches:
+            # Changes made while no launcher listened were never delivered: look once.
+            try:
+                await self.poll_once()
+            except ServiceError as error:
+                log.warning("skaha.poll_failed", reason=str(error))
         self.context.spawn(self._follow(poll=not pushed))
 
     async def watch(self, watch: Watch) -> None:

@@ -21,6 +21,7 @@ StageData finds its job there rather than staging twice, and a release drops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +254,8 @@ class _Platform:
             storage_area=area,
             lifetime_seconds=self._lifetime(event.body.until),
             callback_url=self.srcnet.callback_url if self.listener else None,
+            # Derived from the event: a redelivery after a crash finds the same job.
+            request_id=f"{event.id}:{event.component}",
         )
         entry = InFlight(job=job, replica=replica.rse, event=event)
         await self.context.ledger.put(self.ledger, job, msgspec.json.encode(entry))
@@ -355,6 +358,9 @@ class _Platform:
             await stopping.wait()  # with callbacks, the listener does the following
         finally:
             if self.listener is not None:
+                # Tell the service to stop posting to a listener that is going away.
+                with contextlib.suppress(ServiceError):
+                    await self.client.unregister_callback()
                 await self.listener.stop()
 
     async def _on_change(self, change: CallbackEvent) -> None:
