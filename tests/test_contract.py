@@ -176,7 +176,7 @@ def check_schedule(schedule: dict[str, Any]) -> None:
 
 
 def check_seed_offerset(doc: dict[str, Any], dialect: Dialect, location: str) -> None:
-    """The seed request's offers on a Skaha-like platform, as docs/ARCHITECTURE.md §4 describes them."""
+    """The seed request's offers on a Skaha-like platform (docs/ARCHITECTURE.md §4)."""
     assert doc["result"] == "YES", texts(doc)
     _, name, url = identity(doc, dialect)
     assert name == "notebook-test"

@@ -1,4 +1,4 @@
-"""Every back end by role and name: the one registry (docs/ARCHITECTURE.md §7, docs/ARCHITECTURE.md).
+"""Every back end by role and name: the one registry (docs/ARCHITECTURE.md §7).
 
 A platform names a back end per role (``launcher = "skaha"``, ``stager =
 "srcnet"``, ``image_cache = "harbor"``); ``talicada worker ROLE --backend NAME``
