@@ -389,6 +389,13 @@ def _demo(args: argparse.Namespace) -> web.Application:
         "PTF10tce.fits",
         [Copy("STFC_STORM", "sa-uk-1", "UKSRC"), Copy("SPSRC_STORM", "sa-es-1", "SPSRC")],
     )
+    # The seed request's two items, with a replica in the demo platform's area.
+    for name in ("zrq-test-20250509-082506", "zrq-test-20250509-094501"):
+        standin.add_object(
+            "testing",
+            name,
+            [Copy("SPSRC_STORM", "sa-es-1", "SPSRC"), Copy("CANFAR_RSE", "sa-canfar", "CANFAR")],
+        )
     standin.failures[("testing", "broken.fits")] = "no replica is reachable"
     standin.add_object("testing", "broken.fits", [Copy("STFC_STORM", "sa-uk-1", "UKSRC")])
     return build_app(standin)
