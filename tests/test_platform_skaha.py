@@ -74,6 +74,8 @@ async def test_a_headless_container_runs_to_completed_with_its_logs(
     assert created.query["cores"] == ["2"]
     phases = [step["to"] for step in log["history"] if "component" not in step]
     assert phases[-3:] == ["RUNNING", "RELEASING", "COMPLETED"]
+    # and Skaha's scheduling events too
+    assert "Started container headless" in log["platform"]["skaha-events"]
 
 
 async def test_offers_propose_only_sizes_skaha_accepts(
@@ -191,3 +193,38 @@ def test_a_skaha_platform_without_its_table_or_url_stops_startup(tmp_path: Path)
     config.write_text('[[platforms]]\nname = "canfar"\nlauncher = "skaha"\n[platforms.skaha]\n')
     with pytest.raises(SettingsError, match=r"platforms\[0\]\.skaha: .*`url`"):
         load(config, environ={})
+
+
+async def test_extending_a_running_session_renews_it_on_skaha(
+    start_broker: BrokerFactory, skaha: tuple[SkahaState, str], tmp_path: Path
+) -> None:
+    state, url = skaha
+    state.run_seconds = 600
+    client = await start_broker(platforms=[canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN)])
+    uuid = await offer_and_accept(client, headless())
+    assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
+    (skaha_id,) = list(state.sessions)
+    update = {"kind": "uri:string-value-update", "path": "schedule.available.duration"}
+    response = await client.post(f"/sessions/{uuid}", json={**update, "value": "PT20M"})
+    assert response.status == 200, await response.text()
+    async with asyncio.timeout(10):
+        while not state.count("renew"):  # noqa: ASYNC110 - the stand-in has no event to await
+            await asyncio.sleep(0.05)
+    (renewed,) = [call for call in state.calls if call.route == "renew"]
+    assert renewed.path.endswith(f"/v1/session/{skaha_id}")
+    assert renewed.query["action"] == ["renew"]
+
+
+async def test_offers_respect_the_accounts_session_quota(
+    start_broker: BrokerFactory, skaha: tuple[SkahaState, str], tmp_path: Path
+) -> None:
+    state, url = skaha
+    state.run_seconds = 600
+    platform = canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN, skaha_options={"max_sessions": 1})
+    client = await start_broker(platforms=[platform])
+    uuid = await offer_and_accept(client, headless())
+    assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
+    await asyncio.sleep(0.3)  # longer than the advisor trusts its count (poll_interval)
+    body = await (await client.post("/requests", json=headless())).json()
+    assert body["result"] == "NO"
+    assert "runs 1 sessions, its limit is 1" in body["meta"]["messages"][0]["message"]

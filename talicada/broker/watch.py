@@ -143,6 +143,8 @@ async def session_log(request: web.Request) -> web.Response:
                 for item in history
             ],
             "output": live.record.output,
+            # What the platform said besides the output (Skaha's scheduling events).
+            "platform": live.record.logs,
         },
         root="log",
     )

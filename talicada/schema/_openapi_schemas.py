@@ -159,6 +159,11 @@ def _service_schemas() -> dict[str, Any]:
                     }
                 ),
                 "output": {"type": "object", "additionalProperties": {"type": "string"}},
+                "platform": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "What the platform said besides the output, by source.",
+                },
             },
             "required": ["session", "history", "output"],
         },
