@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import BrokerFactory
-from tests.lifecycle_support import ACCEPT, Client, wait_for_phase
+from tests.lifecycle_support import accept_first, wait_for_phase
 from tests.platform_support import canfar
 from tests.standins.skaha import DEFAULT_TOKEN, PENDING_REASON, SkahaState, create_app
 
@@ -48,22 +48,12 @@ def headless(cores: dict[str, int] | None = None, **executable: Any) -> dict[str
     }
 
 
-async def offer_and_accept(client: Client, request: dict[str, Any]) -> str:
-    response = await client.post("/requests", json=request)
-    body = await response.json()
-    assert body["result"] == "YES", body
-    uuid: str = body["offers"][0]["meta"]["uuid"]
-    accepted = await client.post(f"/sessions/{uuid}", json=ACCEPT)
-    assert accepted.status == 200, await accepted.text()
-    return uuid
-
-
 async def test_a_headless_container_runs_to_completed_with_its_logs(
     start_broker: BrokerFactory, skaha: tuple[SkahaState, str], tmp_path: Path
 ) -> None:
     state, url = skaha
     client = await start_broker(platforms=[canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN)])
-    uuid = await offer_and_accept(client, headless())
+    uuid = await accept_first(client, headless())
     assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
     log = await (await client.get(f"/sessions/{uuid}/log")).json()
     # Then the container's logs are in the record
@@ -116,7 +106,7 @@ async def test_a_session_stuck_pending_fails_with_skahas_reason_and_frees_its_ca
     platform = canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN, cores=2, memory=8)
     client = await start_broker(platforms=[platform])
     whole = headless(cores={"min": 2, "max": 2})
-    uuid = await offer_and_accept(client, whole)
+    uuid = await accept_first(client, whole)
     # When Skaha never schedules it
     assert await wait_for_phase(client, uuid, {"FAILED", "COMPLETED"}, limit=30) == "FAILED"
     session = await (await client.get(f"/sessions/{uuid}")).json()
@@ -144,7 +134,7 @@ async def test_503_503_200_on_create_still_makes_exactly_one_skaha_session(
     state, url = skaha
     state.add_fault("create", 503, times=2)
     client = await start_broker(platforms=[canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN)])
-    uuid = await offer_and_accept(client, headless())
+    uuid = await accept_first(client, headless())
     assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
     assert state.count("create") == 3  # two refused, one made
     names = [s.name for s in state.sessions.values()]
@@ -157,7 +147,7 @@ async def test_cancelling_a_running_session_deletes_it_on_skaha(
     state, url = skaha
     state.run_seconds = 600
     client = await start_broker(platforms=[canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN)])
-    uuid = await offer_and_accept(client, headless())
+    uuid = await accept_first(client, headless())
     assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
     (skaha_id,) = list(state.sessions)
     cancel = {"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"}
@@ -201,7 +191,7 @@ async def test_extending_a_running_session_renews_it_on_skaha(
     state, url = skaha
     state.run_seconds = 600
     client = await start_broker(platforms=[canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN)])
-    uuid = await offer_and_accept(client, headless())
+    uuid = await accept_first(client, headless())
     assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
     (skaha_id,) = list(state.sessions)
     update = {"kind": "uri:string-value-update", "path": "schedule.available.duration"}
@@ -222,7 +212,7 @@ async def test_offers_respect_the_accounts_session_quota(
     state.run_seconds = 600
     platform = canfar(tmp_path, skaha=url, token=DEFAULT_TOKEN, skaha_options={"max_sessions": 1})
     client = await start_broker(platforms=[platform])
-    uuid = await offer_and_accept(client, headless())
+    uuid = await accept_first(client, headless())
     assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
     await asyncio.sleep(0.3)  # longer than the advisor trusts its count (poll_interval)
     body = await (await client.post("/requests", json=headless())).json()
