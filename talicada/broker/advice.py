@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from talicada.schema.messages import MessageItem
@@ -24,12 +25,15 @@ class Advice:
     """A back end's word on one request.
 
     ``reasons`` say why the platform cannot run it (empty: it can);
-    ``cores`` and ``memory`` list the only sizes it accepts (None: any).
+    ``cores`` and ``memory`` list the only sizes it accepts (None: any);
+    ``earliest`` is the soonest the service says the work could start (a
+    batch scheduler's quote): no offer's window starts before it.
     """
 
     reasons: list[MessageItem] = field(default_factory=list)
     cores: tuple[int, ...] | None = None
     memory: tuple[int, ...] | None = None
+    earliest: datetime | None = None
 
 
 NO_ADVICE = Advice()

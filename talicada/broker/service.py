@@ -215,6 +215,9 @@ class Broker:
         duration = valid.duration or timedelta(seconds=self.settings.default_duration)
         earliest = now + preparation
         latest = now + timedelta(seconds=self.settings.default_start_window)
+        if advice.earliest is not None:
+            # The service's own quote: no window may start before it says it can.
+            earliest = max(earliest, advice.earliest)
         if valid.start is not None:
             earliest = max(earliest, valid.start.start)
             # Planning looks no further than the horizon, however wide the
