@@ -118,8 +118,15 @@ class Keys:
         """Sorted set of one owner's session uuids scored by creation time (ms)."""
         return f"{self.prefix}:owner:{{{owner}}}:sessions"
 
+    def calendar_points(self, platform: str) -> str:
+        """Sorted set of change points ``slot|cores|memory`` scored by slot: from
+        each, that much is in use until the next (the calendar's step function)."""
+        return f"{self.prefix}:calendar:{{cal:{platform}}}:points"
+
     def calendar_usage(self, platform: str) -> str:
-        """Hash: ``c<slot>`` and ``m<slot>`` → cores and GiB in use in that slot."""
+        """Hash of one counter per slot: the calendar before it was a step function.
+
+        Read only to migrate it (:meth:`RedisStore.connect`), then deleted."""
         return f"{self.prefix}:calendar:{{cal:{platform}}}:usage"
 
     def calendar_entries(self, platform: str) -> str:

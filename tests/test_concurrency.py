@@ -103,8 +103,9 @@ async def test_fifty_concurrent_clients_never_overbook_a_small_platform(
     # And the calendar's counters agree with its entries
     first, last = min(per_slot), max(per_slot) + 1
     usage = await store.usage("tiny", first, last)
-    assert usage.cores == [per_slot[slot][0] for slot in range(first, last)]
-    assert usage.memory == [per_slot[slot][1] for slot in range(first, last)]
+    cores, memory = usage.per_slot(first, last)
+    assert cores == [per_slot[slot][0] for slot in range(first, last)]
+    assert memory == [per_slot[slot][1] for slot in range(first, last)]
 
     # And every offer set has at most one accepted offer
     for offerset, _ in results:

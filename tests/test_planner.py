@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from talicada.broker.calendar import Entry, Slots, Usage
-from talicada.broker.planner import Demand, plan, search_range
+from talicada.broker.calendar import Entry, Slots, Steps
+from talicada.broker.planner import Demand, booking, plan, search_range
 
 SLOTS = Slots(60)
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -32,9 +33,13 @@ def demand(
     )
 
 
-def usage_for(d: Demand) -> Usage:
-    first, last = search_range(d, SLOTS)
-    return Usage.empty(first, last)
+def usage_for(d: Demand) -> Steps:
+    """An empty calendar for ``d`` (its search range is ``search_range(d, SLOTS)``)."""
+    return Steps.empty()
+
+
+def span(d: Demand) -> tuple[int, int]:
+    return search_range(d, SLOTS)
 
 
 def test_an_empty_calendar_offers_the_maximum_at_the_earliest_start() -> None:
@@ -59,7 +64,7 @@ def test_later_offers_start_after_the_previous_window_ends() -> None:
 def test_offers_get_what_is_free_when_that_is_between_min_and_max() -> None:
     d = demand(cores=(1, 8))
     usage = usage_for(d)
-    usage.add(Entry("p", usage.first, usage.last, 5, 0))
+    usage.add(Entry("p", *span(d), 5, 0))
     (window,) = plan(d, usage, (8, 16), SLOTS, "p", 1)
     assert window.entry.cores == 3
 
@@ -68,7 +73,7 @@ def test_a_busy_window_is_skipped_for_the_first_free_one() -> None:
     d = demand(cores=(4, 4))
     usage = usage_for(d)
     busy_until = SLOTS.ceil(NOW + timedelta(minutes=30))
-    usage.add(Entry("p", usage.first, busy_until, 6, 0))
+    usage.add(Entry("p", span(d)[0], busy_until, 6, 0))
     (window,) = plan(d, usage, (8, 16), SLOTS, "p", 1)
     assert window.entry.first >= busy_until
 
@@ -81,16 +86,17 @@ def test_no_window_when_the_minimum_never_fits() -> None:
 def test_no_window_when_the_start_interval_has_no_free_capacity() -> None:
     d = demand(cores=(2, 2), window=timedelta(minutes=5))
     usage = usage_for(d)
-    usage.add(Entry("p", usage.first, usage.last, 8, 0))
+    usage.add(Entry("p", *span(d), 8, 0))
     assert plan(d, usage, (8, 16), SLOTS, "p", 4) == []
 
 
 def test_planning_does_not_change_the_usage_it_is_given() -> None:
     d = demand()
     usage = usage_for(d)
-    before = list(usage.cores)
+    usage.add(Entry("p", span(d)[0], span(d)[0] + 5, 3, 1))
+    before = usage.copy()
     plan(d, usage, (8, 16), SLOTS, "p", 4)
-    assert usage.cores == before
+    assert (usage.points, usage.cores, usage.memory) == (before.points, before.cores, before.memory)
 
 
 @settings(max_examples=80, deadline=None)
@@ -106,17 +112,77 @@ def test_no_offer_ever_exceeds_capacity_in_any_slot(
 ) -> None:
     d = demand(cores=(low, low + extra))
     usage = usage_for(d)
+    first_slot, last_slot = span(d)
     for start, length, cores in busy:
-        first = usage.first + start
+        first = first_slot + start
         usage.add(Entry("p", first, first + length, cores, 0))
     windows = plan(d, usage, (8, 1000), SLOTS, "p", 4)
-    combined = Usage(usage.first, list(usage.cores), list(usage.memory))
+    combined = usage.copy()
     for window in windows:
         assert low <= window.entry.cores <= low + extra
         combined.add(window.entry)
-    for before, after in zip(usage.cores, combined.cores, strict=True):
+    before, _ = usage.per_slot(first_slot, last_slot)
+    after, _ = combined.per_slot(first_slot, last_slot)
+    for was, now in zip(before, after, strict=True):
         # Wherever an offer added load, the slot stays within capacity.
-        assert after == before or after <= 8
+        assert now == was or now <= 8
+
+
+def brute_force_plan(d: Demand, usage: Steps, capacity: tuple[int, int], limit: int) -> list[Any]:
+    """The planner's rules applied the slow way: every candidate start, every slot."""
+    first_slot, last_slot = span(d)
+    cores, memory = usage.per_slot(first_slot, last_slot + 200)
+    cores, memory = list(cores), list(memory)
+    found: list[Any] = []
+    start = d.earliest
+    while len(found) < limit and start <= d.latest:
+        candidates = [start] + [
+            SLOTS.start(slot) for slot in range(SLOTS.floor(start) + 1, SLOTS.floor(d.latest) + 1)
+        ]
+        hit = None
+        for candidate in candidates:
+            low, high = booking(candidate, d.preparation, d.duration, d.release, SLOTS)
+            peak_c = max(cores[low - first_slot : high - first_slot])
+            peak_m = max(memory[low - first_slot : high - first_slot])
+            free_c, free_m = capacity[0] - peak_c, capacity[1] - peak_m
+            if free_c >= d.cores[0] and free_m >= d.memory[0]:
+                hit = (candidate, low, high, min(free_c, d.cores[1]), min(free_m, d.memory[1]))
+                break
+        if hit is None:
+            break
+        candidate, low, high, got_c, got_m = hit
+        for slot in range(low, high):
+            cores[slot - first_slot] += got_c
+            memory[slot - first_slot] += got_m
+        found.append((candidate, low, high, got_c, got_m))
+        start = candidate + max(d.duration, SLOTS.length)
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    busy=st.lists(
+        st.tuples(st.integers(0, 200), st.integers(1, 60), st.integers(0, 8), st.integers(0, 16)),
+        max_size=15,
+    ),
+    low=st.integers(1, 4),
+    extra=st.integers(0, 4),
+    minutes=st.integers(1, 40),
+)
+def test_the_planner_finds_what_a_brute_force_search_finds(
+    busy: list[tuple[int, int, int, int]], low: int, extra: int, minutes: int
+) -> None:
+    d = demand(cores=(low, low + extra), minutes=minutes)
+    usage = usage_for(d)
+    first_slot, _ = span(d)
+    for start, length, cores, memory in busy:
+        usage.add(Entry("p", first_slot + start, first_slot + start + length, cores, memory))
+    windows = plan(d, usage, (8, 16), SLOTS, "p", 4)
+    expected = brute_force_plan(d, usage, (8, 16), 4)
+    got = [
+        (w.available, w.entry.first, w.entry.last, w.entry.cores, w.entry.memory) for w in windows
+    ]
+    assert got == expected
 
 
 def test_slots_round_outwards() -> None:

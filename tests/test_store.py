@@ -74,7 +74,7 @@ async def test_offers_hold_their_capacity_in_the_calendar(store: Store) -> None:
     assert all(state == "H" for _, state, _ in entries)
     first = view.offers[0].record.booking
     usage = await store.usage("small", first.first, first.last)
-    assert max(usage.cores) >= first.cores
+    assert usage.peak(first.first, first.last)[0] >= first.cores
 
 
 async def test_hold_refuses_an_offer_that_no_longer_fits_and_writes_nothing(store: Store) -> None:
@@ -240,7 +240,7 @@ async def test_a_booking_is_extended_where_the_calendar_has_room(store: Store) -
     ((_, _, entry),) = await store.entries("small")
     assert entry.last == before.last + 20
     usage = await store.usage("small", before.first, entry.last)
-    assert usage.cores == [2] * (entry.last - before.first)
+    assert usage.per_slot(before.first, entry.last)[0] == [2] * (entry.last - before.first)
 
 
 async def test_an_extension_without_room_is_refused_and_changes_nothing(store: Store) -> None:
@@ -275,10 +275,9 @@ async def test_shortening_a_booking_frees_its_tail(store: Store) -> None:
         IntegerDeltaUpdate(path="schedule.available.duration", delta=-5, units="minutes"),
     )
     assert shorter.record.booking.last == view.offers[0].record.booking.last - 5
-    usage = await store.usage(
-        "small", shorter.record.booking.last, view.offers[0].record.booking.last
-    )
-    assert usage.cores == [0] * 5
+    freed = (shorter.record.booking.last, view.offers[0].record.booking.last)
+    usage = await store.usage("small", *freed)
+    assert usage.per_slot(*freed)[0] == [0] * 5
 
 
 async def test_a_finished_sessions_schedule_cannot_change(store: Store) -> None:

@@ -1,14 +1,18 @@
 """Calendar arithmetic: time in whole slots, and the usage of a platform over slots.
 
-A platform's calendar is two counters per slot (cores and GiB in use). A hold
-or booking adds its size to every slot it touches, rounded outwards, so
-checking a window costs one look per slot whatever the number of bookings.
-Pure code: the stores keep the counters, this module does the sums.
+A platform's calendar is a step function of change points (:class:`Steps`):
+the cores and GiB in use change only where a hold or booking begins or ends.
+Holding, accepting, releasing and resizing touch the points inside the
+window, so their cost grows with the bookings that overlap it and never with
+its length. Time is counted in whole slots, bookings rounded outwards. Pure
+code: the stores keep the points, this module does the sums.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,31 +62,124 @@ class Entry:
         return state, cls(platform, int(first), int(last), int(cores), int(memory))
 
 
-class Usage:
-    """Cores and memory in use per slot over [first, last); zero outside that range."""
+class Steps:
+    """Cores and memory in use over time, as a step function of change points.
 
-    __slots__ = ("cores", "first", "last", "memory")
+    ``points[i]`` is a slot from which ``cores[i]`` and ``memory[i]`` are in
+    use until the next point; before the first point nothing is. Adding or
+    removing a booking touches only the points inside it (two new ones at
+    most), so its cost grows with the bookings it overlaps, never with its
+    length: a thirty-day session costs what a ten-minute one does. The Redis
+    store keeps the same points in a sorted set (``lua/common.lua``).
+    """
 
-    def __init__(self, first: int, cores: list[int], memory: list[int]) -> None:
-        self.first = first
-        self.last = first + len(cores)
-        self.cores = cores
-        self.memory = memory
+    __slots__ = ("cores", "memory", "points")
+
+    def __init__(
+        self,
+        points: list[int] | None = None,
+        cores: list[int] | None = None,
+        memory: list[int] | None = None,
+    ) -> None:
+        self.points = points or []
+        self.cores = cores or []
+        self.memory = memory or []
 
     @classmethod
-    def empty(cls, first: int, last: int) -> Usage:
-        """No use at all over [first, last)."""
-        return cls(first, [0] * (last - first), [0] * (last - first))
+    def empty(cls) -> Steps:
+        """Nothing in use at any time."""
+        return cls()
 
-    def add(self, entry: Entry) -> None:
-        """Count ``entry`` in this view (the planner does this for its own offers)."""
-        for slot in range(max(entry.first, self.first), min(entry.last, self.last)):
-            self.cores[slot - self.first] += entry.cores
-            self.memory[slot - self.first] += entry.memory
+    def copy(self) -> Steps:
+        """An independent copy (the planner adds its own offers to one)."""
+        return Steps(list(self.points), list(self.cores), list(self.memory))
+
+    def level(self, slot: int) -> tuple[int, int]:
+        """Cores and memory in use during ``slot``."""
+        index = bisect.bisect_right(self.points, slot) - 1
+        return (self.cores[index], self.memory[index]) if index >= 0 else (0, 0)
+
+    def segments(self, first: int, last: int) -> Iterator[tuple[int, int, int, int]]:
+        """``(start, end, cores, memory)`` for each constant stretch of [first, last)."""
+        if first >= last:
+            return
+        index = bisect.bisect_right(self.points, first) - 1
+        start = first
+        while start < last:
+            cores, memory = (self.cores[index], self.memory[index]) if index >= 0 else (0, 0)
+            following = index + 1
+            end = self.points[following] if following < len(self.points) else last
+            end = min(end, last)
+            yield start, end, cores, memory
+            start, index = end, following
 
     def peak(self, first: int, last: int) -> tuple[int, int]:
         """Most cores and most memory in use in any slot of [first, last)."""
-        low, high = max(first, self.first) - self.first, min(last, self.last) - self.first
-        if low >= high:
-            return 0, 0
-        return max(self.cores[low:high]), max(self.memory[low:high])
+        cores = memory = 0
+        for _, _, used_cores, used_memory in self.segments(first, last):
+            cores, memory = max(cores, used_cores), max(memory, used_memory)
+        return cores, memory
+
+    def fits(self, entry: Entry, capacity: tuple[int, int]) -> bool:
+        """Whether ``entry`` fits under ``capacity`` on top of what is in use."""
+        cores, memory = self.peak(entry.first, entry.last)
+        return cores + entry.cores <= capacity[0] and memory + entry.memory <= capacity[1]
+
+    def add(self, entry: Entry, sign: int = 1) -> None:
+        """Count ``entry`` in (``sign`` 1) or out (-1)."""
+        first, last = entry.first, entry.last
+        if first >= last:
+            return
+        start = self._split(first)
+        end = self._split(last)
+        for index in range(start, end):
+            self.cores[index] += sign * entry.cores
+            self.memory[index] += sign * entry.memory
+        # Only the two ends can have become redundant: inside, neighbours moved together.
+        self._tidy(end)
+        self._tidy(start)
+
+    def add_range(self, other: Steps, first: int, last: int) -> None:
+        """Count everything ``other`` has in use over [first, last) in as well."""
+        for start, end, cores, memory in other.segments(first, last):
+            if cores or memory:
+                self.add(Entry("", start, end, cores, memory))
+
+    def _split(self, slot: int) -> int:
+        """Make sure a point starts at ``slot``; its index."""
+        index = bisect.bisect_left(self.points, slot)
+        if index < len(self.points) and self.points[index] == slot:
+            return index
+        cores, memory = (self.cores[index - 1], self.memory[index - 1]) if index else (0, 0)
+        self.points.insert(index, slot)
+        self.cores.insert(index, cores)
+        self.memory.insert(index, memory)
+        return index
+
+    def _tidy(self, index: int) -> None:
+        """Drop point ``index`` when it changes nothing from the one before it."""
+        if index >= len(self.points):
+            return
+        before = (self.cores[index - 1], self.memory[index - 1]) if index else (0, 0)
+        if (self.cores[index], self.memory[index]) == before:
+            del self.points[index], self.cores[index], self.memory[index]
+
+    def window(self, first: int, last: int) -> Steps:
+        """The part over [first, last): the level at ``first`` and the points after it."""
+        view = Steps()
+        for start, _, cores, memory in self.segments(first, last):
+            view.points.append(start)
+            view.cores.append(cores)
+            view.memory.append(memory)
+        return view
+
+    def per_slot(self, first: int, last: int) -> tuple[list[int], list[int]]:
+        """Cores and memory slot by slot over [first, last) (for tests and tools only:
+        its cost is the number of slots)."""
+        cores = [self.level(slot)[0] for slot in range(first, last)]
+        memory = [self.level(slot)[1] for slot in range(first, last)]
+        return cores, memory
+
+
+#: What the stores return for a range of a calendar: the same step function.
+Usage = Steps

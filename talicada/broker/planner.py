@@ -8,12 +8,10 @@ window and release), offering as much as is free up to the maximum.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from talicada.broker.calendar import Entry, Slots, Usage
+from talicada.broker.calendar import Entry, Slots, Steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +50,7 @@ def search_range(demand: Demand, slots: Slots) -> tuple[int, int]:
 
 def plan(
     demand: Demand,
-    usage: Usage,
+    usage: Steps,
     capacity: tuple[int, int],
     slots: Slots,
     platform: str,
@@ -64,11 +62,11 @@ def plan(
     (now, or after that, …) rather than near-copies holding the same capacity.
     ``usage`` is not changed.
     """
-    view = Usage(usage.first, list(usage.cores), list(usage.memory))
+    view = usage.copy()
     windows: list[Window] = []
     start = demand.earliest
     while len(windows) < limit and start <= demand.latest:
-        found = _first_fit(demand, view, capacity, _candidates(start, demand.latest, slots), slots)
+        found = _first_fit(demand, view, capacity, start, slots)
         if found is None:
             break
         available, cores, memory = found
@@ -99,57 +97,37 @@ def booking(
     return slots.floor(available - preparation), slots.ceil(available + duration + release)
 
 
-def _candidates(start: datetime, latest: datetime, slots: Slots) -> Iterator[datetime]:
-    """Start times to try: ``start`` itself (the earliest possible), then each slot boundary.
-
-    Trying ``start`` unrounded lets the first offer begin as soon as preparation
-    allows rather than at the next boundary; later ones align to slots.
-    """
-    yield start
-    slot = slots.floor(start) + 1
-    while (boundary := slots.start(slot)) <= latest:
-        yield boundary
-        slot += 1
-
-
 def _first_fit(
     demand: Demand,
-    usage: Usage,
+    usage: Steps,
     capacity: tuple[int, int],
-    candidates: Iterator[datetime],
+    start: datetime,
     slots: Slots,
 ) -> tuple[datetime, int, int] | None:
-    """The earliest candidate whose booking fits, and the size that fits there.
+    """The earliest start from ``start`` whose booking fits, and the size that fits there.
 
-    A sliding-window maximum (monotonic deques) makes this one pass over the
-    slots: both ends of the booking only move forwards from one candidate to
-    the next, so a busy calendar costs the same per slot as an empty one.
+    Candidates are ``start`` itself (so the first offer begins as soon as
+    preparation allows) and then slot boundaries. Rather than trying each
+    boundary, a candidate that does not fit jumps past the last stretch of
+    the calendar that blocked it: every start before that would overlap it
+    too. So the search costs the stretches it passes, not the minutes.
     """
-    need_cores, need_memory = demand.cores[0], demand.memory[0]
-    cores_window: deque[tuple[int, int]] = deque()
-    memory_window: deque[tuple[int, int]] = deque()
-    next_slot: int | None = None  # next slot to push into the window
-
-    def used(series: list[int], slot: int) -> int:
-        index = slot - usage.first
-        return series[index] if 0 <= index < len(series) else 0
-
-    for candidate in candidates:
+    room = (capacity[0] - demand.cores[0], capacity[1] - demand.memory[0])
+    candidate = start
+    while candidate <= demand.latest:
         low, high = booking(candidate, demand.preparation, demand.duration, demand.release, slots)
-        if next_slot is None:
-            next_slot = low
-        while next_slot < high:
-            for window, series in ((cores_window, usage.cores), (memory_window, usage.memory)):
-                value = used(series, next_slot)
-                while window and window[-1][1] <= value:
-                    window.pop()
-                window.append((next_slot, value))
-            next_slot += 1
-        for window in (cores_window, memory_window):
-            while window and window[0][0] < low:
-                window.popleft()
-        free_cores = capacity[0] - (cores_window[0][1] if cores_window else 0)
-        free_memory = capacity[1] - (memory_window[0][1] if memory_window else 0)
-        if free_cores >= need_cores and free_memory >= need_memory:
-            return candidate, min(free_cores, demand.cores[1]), min(free_memory, demand.memory[1])
+        blocked_until: int | None = None
+        peak_cores = peak_memory = 0
+        for _, end, cores, memory in usage.segments(low, high):
+            if cores > room[0] or memory > room[1]:
+                blocked_until = end
+            peak_cores, peak_memory = max(peak_cores, cores), max(peak_memory, memory)
+        if blocked_until is None:
+            return (
+                candidate,
+                min(capacity[0] - peak_cores, demand.cores[1]),
+                min(capacity[1] - peak_memory, demand.memory[1]),
+            )
+        # The first slot boundary whose booking begins at or after the blockage.
+        candidate = slots.start(slots.ceil(slots.start(blocked_until) + demand.preparation))
     return None

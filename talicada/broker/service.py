@@ -43,9 +43,6 @@ log = structlog.get_logger("talicada.broker")
 
 Clock = Callable[[], datetime]
 
-#: Least calendar the planner reads at once (it reads more only when needed):
-#: each slot read costs Redis and the broker, so the first read is kept small.
-PLAN_CHUNK = timedelta(minutes=30)
 #: The furthest ahead of the earliest start that offers are looked for.
 PLAN_HORIZON = timedelta(days=31)
 
@@ -243,46 +240,29 @@ class Broker:
         return candidates[: self.settings.max_offers]
 
     async def _plan_platform(self, runnable: _Runnable) -> list[_Candidate]:
-        """Windows on one platform, reading the calendar a chunk at a time.
+        """Windows on one platform, from one read of its calendar.
 
-        The first chunk usually holds every offer, so a request costs one
-        read however wide its start interval; a full calendar costs more
-        reads, never more than the planning horizon allows.
+        The calendar is a step function, so reading the whole search range
+        costs the bookings in it, however many days it spans.
         """
         platform, demand, advice = runnable.platform, runnable.demand, runnable.advice
-        limit = self.settings.max_offers
-        # Enough for every offer when the calendar is free; more is read only when not.
-        span = demand.duration + demand.preparation + demand.release
-        chunk = max(PLAN_CHUNK, span * (limit + 1))
-        windows: list[Window] = []
-        start = demand.earliest
-        while start <= demand.latest and len(windows) < limit:
-            part = replace(demand, earliest=start, latest=min(demand.latest, start + chunk))
-            first, last = search_range(part, self.slots)
-            usage = await self.store.usage(platform.name, first, last)
-            for window in windows:
-                usage.add(window.entry)  # our own earlier offers hold capacity too
-            capacity = (platform.cores, platform.memory)
-            found = plan(part, usage, capacity, self.slots, platform.name, limit - len(windows))
-            # Offer only sizes the platform's service accepts: round down to a
-            # legal one (never below the minimum: the demand starts at a legal one).
-            found = [
-                replace(
-                    window,
-                    entry=replace(
-                        window.entry,
-                        cores=legal_floor(window.entry.cores, advice.cores),
-                        memory=legal_floor(window.entry.memory, advice.memory),
-                    ),
-                )
-                for window in found
-            ]
-            windows += found
-            if part.latest >= demand.latest:
-                break
-            start = part.latest + self.slots.length
-            if found:  # later offers come after the window of the last one
-                start = max(start, found[-1].available + max(demand.duration, self.slots.length))
+        first, last = search_range(demand, self.slots)
+        usage = await self.store.usage(platform.name, first, last)
+        capacity = (platform.cores, platform.memory)
+        windows = plan(demand, usage, capacity, self.slots, platform.name, self.settings.max_offers)
+        # Offer only sizes the platform's service accepts: round down to a legal
+        # one (never below the minimum: the demand starts at a legal one).
+        windows = [
+            replace(
+                window,
+                entry=replace(
+                    window.entry,
+                    cores=legal_floor(window.entry.cores, advice.cores),
+                    memory=legal_floor(window.entry.memory, advice.memory),
+                ),
+            )
+            for window in windows
+        ]
         return [_Candidate(platform, window) for window in windows]
 
     def _record(

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
 from talicada import constants
-from talicada.broker.calendar import Entry, Usage
+from talicada.broker.calendar import Entry, Steps, Usage
 from talicada.broker.engine import Change, Rebook, lifecycle_event
 from talicada.broker.records import (
     LiveSession,
@@ -34,36 +34,23 @@ _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
 
 
 class _Calendar:
-    """One platform: counters per slot and the entries that make them up."""
+    """One platform: its step function of use, and the entries that make it up."""
 
     def __init__(self) -> None:
-        self.cores: defaultdict[int, int] = defaultdict(int)
-        self.memory: defaultdict[int, int] = defaultdict(int)
+        self.steps = Steps()
         self.entries: dict[str, tuple[str, Entry]] = {}
 
-    def fits(self, entry: Entry, capacity: tuple[int, int], extra: Usage | None) -> bool:
-        for slot in range(entry.first, entry.last):
-            more_cores, more_memory = extra.peak(slot, slot + 1) if extra else (0, 0)
-            if self.cores[slot] + more_cores + entry.cores > capacity[0]:
-                return False
-            if self.memory[slot] + more_memory + entry.memory > capacity[1]:
-                return False
-        return True
+    def fits(self, entry: Entry, capacity: tuple[int, int]) -> bool:
+        return self.steps.fits(entry, capacity)
 
     def add(self, uuid: str, entry: Entry) -> None:
         self.entries[uuid] = ("H", entry)
-        for slot in range(entry.first, entry.last):
-            self.cores[slot] += entry.cores
-            self.memory[slot] += entry.memory
+        self.steps.add(entry)
 
     def free(self, uuid: str) -> None:
         found = self.entries.pop(uuid, None)
-        if found is None:
-            return
-        entry = found[1]
-        for slot in range(entry.first, entry.last):
-            self.cores[slot] -= entry.cores
-            self.memory[slot] -= entry.memory
+        if found is not None:
+            self.steps.add(found[1], -1)
 
 
 class MemoryStore:
@@ -94,12 +81,7 @@ class MemoryStore:
         self._owned: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
 
     async def usage(self, platform: str, first: int, last: int) -> Usage:
-        calendar = self._calendars[platform]
-        return Usage(
-            first,
-            [calendar.cores.get(slot, 0) for slot in range(first, last)],
-            [calendar.memory.get(slot, 0) for slot in range(first, last)],
-        )
+        return self._calendars[platform].steps.window(first, last)
 
     async def hold(
         self,
@@ -108,20 +90,17 @@ class MemoryStore:
         capacity: Mapping[str, tuple[int, int]],
         history: Sequence[Transition],
     ) -> int | None:
-        # Offers of one set may overlap each other, so count earlier ones too.
-        pending: dict[str, Usage] = {}
+        # Hold one offer after the other (offers of one set may overlap each
+        # other); when one no longer fits, take back those already held.
         for index, offer in enumerate(offers):
-            entry = offer.booking.entry(offer.platform)
-            extra = pending.get(offer.platform)
-            if not self._calendars[offer.platform].fits(entry, capacity[offer.platform], extra):
+            calendar = self._calendars[offer.platform]
+            if not calendar.fits(offer.booking.entry(offer.platform), capacity[offer.platform]):
+                for held in offers[:index]:
+                    self._calendars[held.platform].free(held.uuid)
                 return index
-            if extra is None or extra.first > entry.first or extra.last < entry.last:
-                extra = _widen(extra, entry)
-                pending[offer.platform] = extra
-            extra.add(entry)
+            calendar.add(offer.uuid, offer.booking.entry(offer.platform))
         self._offersets[offerset.uuid] = offerset
         for offer, first in zip(offers, history, strict=True):
-            self._calendars[offer.platform].add(offer.uuid, offer.booking.entry(offer.platform))
             self._sessions[offer.uuid] = offer
             self._phases[offer.uuid] = "OFFERED"
             self._history[offer.uuid].append(first)
@@ -219,13 +198,15 @@ class MemoryStore:
         state, entry = calendar.entries[uuid]
         if rebook.last > entry.last:
             gained = Entry(entry.platform, entry.last, rebook.last, entry.cores, entry.memory)
-            if not calendar.fits(gained, rebook.capacity, None):
+            if not calendar.fits(gained, rebook.capacity):
                 return False
-        calendar.free(uuid)
-        calendar.add(
-            uuid, Entry(entry.platform, entry.first, rebook.last, entry.cores, entry.memory)
-        )
-        calendar.entries[uuid] = (state, calendar.entries[uuid][1])
+            calendar.steps.add(gained)
+        elif rebook.last < entry.last:
+            calendar.steps.add(
+                Entry(entry.platform, rebook.last, entry.last, entry.cores, entry.memory), -1
+            )
+        moved = Entry(entry.platform, entry.first, rebook.last, entry.cores, entry.memory)
+        calendar.entries[uuid] = (state, moved)
         return True
 
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
@@ -344,16 +325,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-
-def _widen(usage: Usage | None, entry: Entry) -> Usage:
-    """A usage view covering ``usage`` and ``entry``, keeping what it counted."""
-    if usage is None:
-        return Usage.empty(entry.first, entry.last)
-    first, last = min(usage.first, entry.first), max(usage.last, entry.last)
-    wider = Usage.empty(first, last)
-    offset = usage.first - first
-    for index in range(len(usage.cores)):
-        wider.cores[index + offset] = usage.cores[index]
-        wider.memory[index + offset] = usage.memory[index]
-    return wider

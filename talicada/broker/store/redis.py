@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
+import structlog
 from redis.commands.core import AsyncScript
 
 from talicada import constants
@@ -36,6 +37,8 @@ from talicada.events.envelope import encode as encode_event
 from talicada.events.redis_bus import RedisBus
 from talicada.events.streams import LIFECYCLE
 from talicada.schema.model import SessionPhase
+
+log = structlog.get_logger("talicada.store")
 
 _RETENTION_MS = int(constants.SESSION_RETENTION.total_seconds() * 1000)
 _record_encoder = msgspec.msgpack.Encoder()
@@ -83,23 +86,43 @@ class RedisStore:
         self._accept = client.register_script(_script("accept"))
         self._finish = client.register_script(_script("finish"))
         self._claim = client.register_script(_script("claim_due"))
+        self._usage = client.register_script(_script("usage"))
+        self._rebuild = client.register_script(_script("rebuild"))
 
     @classmethod
     async def connect(cls, url: str, *, prefix: str = "talicada", **options: Any) -> RedisStore:
         """A store on the Redis at ``url``; fails fast when it does not answer."""
         client = aioredis.Redis.from_url(url, decode_responses=False)
         await client.ping()
-        return cls(client, prefix=prefix, **options)
+        store = cls(client, prefix=prefix, **options)
+        # A deployment upgraded from the per-slot calendar keeps its bookings.
+        await store.migrate_calendars()
+        return store
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         return await script(keys=keys, args=args)
 
     async def usage(self, platform: str, first: int, last: int) -> Usage:
-        span = range(first, last)
-        fields = [f"c{slot}" for slot in span] + [f"m{slot}" for slot in span]
-        values = await self.client.hmget(self.keys.calendar_usage(platform), fields)
-        numbers = [int(value) if value else 0 for value in values]
-        return Usage(first, numbers[: len(span)], numbers[len(span) :])
+        flat = await self._run(self._usage, [self.keys.calendar_points(platform)], [first, last])
+        numbers = [int(value) for value in flat]
+        return Usage(numbers[0::3], numbers[1::3], numbers[2::3])
+
+    async def migrate_calendars(self) -> int:
+        """Rebuild every calendar still kept as one counter per slot; how many there were."""
+        migrated = 0
+        pattern = f"{self.keys.prefix}:calendar:*:usage"
+        async for raw in self.client.scan_iter(match=pattern, count=500):
+            key = _text(raw)
+            platform = key.split("{cal:", 1)[1].split("}", 1)[0]
+            keys = [
+                key,
+                self.keys.calendar_points(platform),
+                self.keys.calendar_entries(platform),
+            ]
+            counted = await self._run(self._rebuild, keys, [])
+            log.info("calendar.migrated", platform=platform, entries=counted)
+            migrated += 1
+        return migrated
 
     async def hold(
         self,
@@ -138,7 +161,7 @@ class RedisStore:
                 constants.timer("expire", offer.uuid),
             ]
         for platform in platforms:
-            keys += [self.keys.calendar_usage(platform), self.keys.calendar_entries(platform)]
+            keys += [self.keys.calendar_points(platform), self.keys.calendar_entries(platform)]
         keys.append(self.keys.stream(LIFECYCLE))
         for platform in platforms:
             args += list(capacity[platform])
@@ -189,7 +212,7 @@ class RedisStore:
             self.keys.history(uuid),
             self.keys.offerset(offer.offerset),
             self.keys.timers(),
-            self.keys.calendar_usage(offer.platform),
+            self.keys.calendar_points(offer.platform),
             self.keys.calendar_entries(offer.platform),
             self.keys.stream(LIFECYCLE),
         ]
@@ -211,7 +234,7 @@ class RedisStore:
             keys += [
                 self.keys.session(sibling),
                 self.keys.history(sibling),
-                self.keys.calendar_usage(sibling_record.platform),
+                self.keys.calendar_points(sibling_record.platform),
                 self.keys.calendar_entries(sibling_record.platform),
             ]
             args += [
@@ -236,7 +259,7 @@ class RedisStore:
             self.keys.session(uuid),
             self.keys.history(uuid),
             self.keys.timers(),
-            self.keys.calendar_usage(offer.platform),
+            self.keys.calendar_points(offer.platform),
             self.keys.calendar_entries(offer.platform),
             self.keys.stream(LIFECYCLE),
         ]
@@ -270,7 +293,7 @@ class RedisStore:
             self.keys.history(uuid),
             self.keys.applied(uuid),
             self.keys.timers(),
-            self.keys.calendar_usage(change.record.platform),
+            self.keys.calendar_points(change.record.platform),
             self.keys.calendar_entries(change.record.platform),
             *(self.keys.stream(role) for role, _ in change.events),
         ]

@@ -3,8 +3,8 @@
 -- The accepted session gets a 'start' timer due now: the lifecycle engine
 -- takes it from there, and the timer survives a broker dying right here.
 --
--- KEYS: session, history, offerset, timers, usage, entries, lifecycle stream,
---       then per sibling (session, history, usage, entries).
+-- KEYS: session, history, offerset, timers, points, entries, lifecycle stream,
+--       then per sibling (session, history, points, entries).
 -- ARGV: uuid, now ms, accept record, reject record, retention ms, stream maxlen,
 --       stream field, accept event, expiry timer name, start timer name, then per
 --       sibling (uuid, reject event, expiry timer name).

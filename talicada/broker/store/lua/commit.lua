@@ -2,7 +2,7 @@
 -- history, its timers and the events it causes, all at once (the outbox
 -- rule: no event without its change, no change without its events).
 --
--- KEYS: session, history, applied deliveries, timers, usage, entries,
+-- KEYS: session, history, applied deliveries, timers, points, entries,
 --       then one stream key per event.
 -- ARGV: expected version, phase, record, delivery ('' = none), final ('1'/'0'),
 --       retention ms, stream maxlen, stream field, session uuid,
@@ -12,14 +12,14 @@
 --       then one event payload per stream key.
 -- Returns 'ok', 'stale' (version moved on), 'duplicate' (delivery applied),
 -- 'full' (the booking cannot grow: nothing written) or 'missing'.
-local session, history, applied, timers, usage, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local session, history, applied, timers, points, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', session) == 0 then return 'missing' end
 local delivery = ARGV[4]
 if delivery ~= '' and redis.call('SISMEMBER', applied, delivery) == 1 then return 'duplicate' end
 if tonumber(redis.call('HGET', session, 'v') or '0') ~= tonumber(ARGV[1]) then return 'stale' end
 
 local retention, maxlen, field = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-if ARGV[10] ~= '' and not rebook(usage, entries, ARGV[9], tonumber(ARGV[10]),
+if ARGV[10] ~= '' and not rebook(points, entries, ARGV[9], tonumber(ARGV[10]),
     tonumber(ARGV[11]), tonumber(ARGV[12])) then
   return 'full'
 end
@@ -40,7 +40,7 @@ if delivery ~= '' then
   redis.call('PEXPIRE', applied, retention)
 end
 if ARGV[5] == '1' then
-  free_entry(usage, entries, ARGV[9])
+  free_entry(points, entries, ARGV[9])
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)
 end

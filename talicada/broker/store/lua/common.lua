@@ -6,36 +6,86 @@ local function parse_entry(entry)
   return state, tonumber(first), tonumber(last), tonumber(cores), tonumber(memory)
 end
 
+-- The calendar of a platform is a step function kept in one sorted set: each
+-- member 'slot|cores|memory' (scored by slot) says how much is in use from
+-- that slot until the next member; before the first, nothing is. A booking
+-- touches only the members inside it, so its cost grows with the bookings it
+-- overlaps and never with its length (talicada/broker/calendar.py, Steps).
+
+local function parse_point(member)
+  local slot, cores, memory = string.match(member, '^(-?%d+)|(-?%d+)|(-?%d+)$')
+  return tonumber(slot), tonumber(cores), tonumber(memory)
+end
+
+-- The member starting exactly at slot, or nil.
+local function point_at(points, slot)
+  return redis.call('ZRANGEBYSCORE', points, slot, slot)[1]
+end
+
+-- Cores and memory in use during slot (inclusive = true) or just before it.
+local function level(points, slot, inclusive)
+  local bound = inclusive and slot or ('(' .. slot)
+  local found = redis.call('ZREVRANGEBYSCORE', points, bound, '-inf', 'LIMIT', 0, 1)
+  if #found == 0 then return 0, 0 end
+  local _, cores, memory = parse_point(found[1])
+  return cores, memory
+end
+
+local function set_point(points, slot, cores, memory, old)
+  if old then redis.call('ZREM', points, old) end
+  redis.call('ZADD', points, slot, slot .. '|' .. cores .. '|' .. memory)
+end
+
+-- Make sure a member starts at slot.
+local function split(points, slot)
+  if point_at(points, slot) then return end
+  local cores, memory = level(points, slot, true)
+  set_point(points, slot, cores, memory, nil)
+end
+
+-- Drop the member at slot when it says what the one before it says.
+local function tidy(points, slot)
+  local member = point_at(points, slot)
+  if not member then return end
+  local _, cores, memory = parse_point(member)
+  local before_cores, before_memory = level(points, slot, false)
+  if cores == before_cores and memory == before_memory then redis.call('ZREM', points, member) end
+end
+
 -- Add (sign 1) or take off (sign -1) cores and memory over slots [first, last).
--- Counters that reach zero are dropped, so the usage hash only holds slots in use.
-local function count(usage, first, last, cores, memory, sign)
-  for slot = first, last - 1 do
-    if redis.call('HINCRBY', usage, 'c' .. slot, sign * cores) <= 0 then
-      redis.call('HDEL', usage, 'c' .. slot)
-    end
-    if redis.call('HINCRBY', usage, 'm' .. slot, sign * memory) <= 0 then
-      redis.call('HDEL', usage, 'm' .. slot)
-    end
+local function count(points, first, last, cores, memory, sign)
+  if first >= last then return end
+  split(points, first)
+  split(points, last)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', points, first, '(' .. last)) do
+    local slot, used_cores, used_memory = parse_point(member)
+    set_point(points, slot, used_cores + sign * cores, used_memory + sign * memory, member)
   end
+  -- Only the two ends can have become redundant: inside, neighbours moved together.
+  tidy(points, last)
+  tidy(points, first)
 end
 
 -- Whether cores and memory more fit in every slot of [first, last).
-local function fits(usage, first, last, cores, memory, cap_cores, cap_memory)
-  for slot = first, last - 1 do
-    local used = redis.call('HMGET', usage, 'c' .. slot, 'm' .. slot)
-    if tonumber(used[1] or 0) + cores > cap_cores or tonumber(used[2] or 0) + memory > cap_memory then
+local function fits(points, first, last, cores, memory, cap_cores, cap_memory)
+  if first >= last then return true end
+  local used_cores, used_memory = level(points, first, true)
+  if used_cores + cores > cap_cores or used_memory + memory > cap_memory then return false end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', points, '(' .. first, '(' .. last)) do
+    local _, point_cores, point_memory = parse_point(member)
+    if point_cores + cores > cap_cores or point_memory + memory > cap_memory then
       return false
     end
   end
   return true
 end
 
--- Free a session's calendar entry: take its size off every slot it counted in.
-local function free_entry(usage, entries, uuid)
+-- Free a session's calendar entry: take its size off the calendar.
+local function free_entry(points, entries, uuid)
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return end
   local _, first, last, cores, memory = parse_entry(entry)
-  count(usage, first, last, cores, memory, -1)
+  count(points, first, last, cores, memory, -1)
   redis.call('HDEL', entries, uuid)
 end
 
@@ -47,28 +97,31 @@ end
 -- Move a session to a final phase: record it, drop its expiry timer (named by
 -- the caller: timer names are made in Python only), free its capacity and let
 -- its keys expire after the retention period.
-local function finish_session(session, history, timers, usage, entries, uuid, target, record,
+local function finish_session(session, history, timers, points, entries, uuid, target, record,
     retention, expire_timer)
   redis.call('HSET', session, 'phase', target)
   redis.call('HINCRBY', session, 'v', 1)
   redis.call('RPUSH', history, record)
   redis.call('ZREM', timers, expire_timer)
-  free_entry(usage, entries, uuid)
+  free_entry(points, entries, uuid)
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)
 end
 
 -- Move the end of a booking to slot new_last: slots gained must have room
 -- (false when they do not, nothing changed); slots lost are freed.
-local function rebook(usage, entries, uuid, new_last, cap_cores, cap_memory)
+local function rebook(points, entries, uuid, new_last, cap_cores, cap_memory)
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return true end
   local state, first, last, cores, memory = parse_entry(entry)
-  if not fits(usage, last, new_last, cores, memory, cap_cores, cap_memory) then
-    return false
+  if new_last > last then
+    if not fits(points, last, new_last, cores, memory, cap_cores, cap_memory) then
+      return false
+    end
+    count(points, last, new_last, cores, memory, 1)
+  elseif new_last < last then
+    count(points, new_last, last, cores, memory, -1)
   end
-  count(usage, last, new_last, cores, memory, 1)
-  count(usage, new_last, last, cores, memory, -1)
   redis.call('HSET', entries, uuid, table.concat({state, first, new_last, cores, memory}, '|'))
   return true
 end

@@ -1,7 +1,7 @@
 -- Move a session to a final phase (REJECTED, EXPIRED) when its phase is one
 -- of the allowed sources; free its capacity and tell observers.
 --
--- KEYS: session, history, timers, usage, entries, lifecycle stream.
+-- KEYS: session, history, timers, points, entries, lifecycle stream.
 -- ARGV: uuid, allowed source phases (space separated), target, record,
 --       due ms ('' = any time), retention ms, stream maxlen, stream field, event,
 --       expiry timer name.

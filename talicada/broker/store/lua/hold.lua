@@ -1,7 +1,7 @@
 -- Save an offer set and hold every offer's capacity, all or nothing.
 --
 -- KEYS: offerset, timers, then per offer (session, history, owner index),
---       then per platform (usage, entries), then the lifecycle stream.
+--       then per platform (calendar points, entries), then the lifecycle stream.
 -- ARGV: offerset doc, offer count, platform count, retention ms,
 --       then per offer (uuid, doc, platform number, first slot, last slot,
 --       cores, memory, expires ms, created ms, first history record,
@@ -21,32 +21,29 @@ local function offer_args(i)
     ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
 end
 
--- Check: offers of one set may overlap each other, so count earlier ones.
-local pending = {}
+-- Hold one offer after the other (offers of one set may overlap each other);
+-- when one no longer fits, take back those already held and write nothing.
 for i = 1, offers do
   local _, _, p, first, last, cores, memory = offer_args(i)
-  local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
+  local points = KEYS[platform_keys + (p - 1) * 2 + 1]
   local cap_cores = tonumber(ARGV[capacity_args + (p - 1) * 2 + 1])
   local cap_memory = tonumber(ARGV[capacity_args + (p - 1) * 2 + 2])
-  pending[p] = pending[p] or {}
-  for slot = first, last - 1 do
-    local used = redis.call('HMGET', usage, 'c' .. slot, 'm' .. slot)
-    local extra = pending[p][slot] or {0, 0}
-    if tonumber(used[1] or 0) + extra[1] + cores > cap_cores
-      or tonumber(used[2] or 0) + extra[2] + memory > cap_memory then
-      return i
+  if not fits(points, first, last, cores, memory, cap_cores, cap_memory) then
+    for j = 1, i - 1 do
+      local _, _, q, held_first, held_last, held_cores, held_memory = offer_args(j)
+      count(KEYS[platform_keys + (q - 1) * 2 + 1], held_first, held_last, held_cores,
+        held_memory, -1)
     end
-    pending[p][slot] = {extra[1] + cores, extra[2] + memory}
+    return i
   end
+  count(points, first, last, cores, memory, 1)
 end
 
 -- Apply.
 for i = 1, offers do
   local uuid, doc, p, first, last, cores, memory, expires, created, record, event, timer =
     offer_args(i)
-  local usage = KEYS[platform_keys + (p - 1) * 2 + 1]
   local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
-  count(usage, first, last, cores, memory, 1)
   redis.call('HSET', entries, uuid, table.concat({'H', first, last, cores, memory}, '|'))
   local k = 2 + (i - 1) * 3
   redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
