@@ -1,5 +1,7 @@
 """The ``talicada`` command: ``serve`` runs the broker, ``worker NAME`` one worker,
-``openapi`` writes the contract."""
+``events tail`` follows the streams, ``openapi`` writes the contract; the user
+commands (``submit``, ``run``, ``watch``, ``demo`` …) live in
+:mod:`talicada.client.commands`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -91,6 +94,23 @@ def _parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write or check the generated OpenAPI files")
     openapi.add_argument("--check", action="store_true", help="fail if the files are stale")
     openapi.add_argument("directory", nargs="?", help="where to write (default: ./schema)")
+
+    from talicada.client.commands import add_commands
+
+    add_commands(commands)
+    demo = commands.add_parser(
+        "demo",
+        help="see the whole lifecycle in seconds (no set-up)",
+        description=(
+            "Start an embedded broker and a loopback file server, run the checksum example "
+            "(examples/v1-local-checksum-request.yaml) to its end with watch's display, and "
+            "stop. Exit status 0 when the session COMPLETED."
+        ),
+    )
+    demo.add_argument("--json", action="store_true", help="JSON lines, even in a terminal")
+    demo.add_argument(
+        "--request", type=Path, metavar="FILE", help="another request for the local platform"
+    )
     return parser
 
 
@@ -105,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from talicada.schema import openapi
 
         return openapi.main([*(["--check"] if args.check else []), *filter(None, [args.directory])])
+    if args.command == "demo":
+        from talicada.client import demo
+
+        return demo.main(json_lines=args.json or not sys.stdout.isatty(), request=args.request)
+    if args.command != "serve":
+        from talicada.client.commands import run_command
+
+        return run_command(args)
     return _serve(args)
 
 

@@ -134,12 +134,61 @@ class HarborSettings(_Frozen, frozen=True):
     poll: Annotated[float, Meta(gt=0)] = 2.0
 
 
+class SlurmSettings(_Frozen, frozen=True):
+    """How the ``slurm`` launcher uses a Slurm cluster (``[platforms.slurm]``).
+
+    Slurm's own command line is used (``sbatch``, ``squeue``, ``sacct``,
+    ``scancel``, ``scontrol``), as the user the launcher runs as, on a host
+    that shares the platform's ``work_dir`` with the compute nodes.
+
+    partition: the partition its jobs go to (none: Slurm's default).
+    account: the rule that maps the requesting user to a Slurm account: a
+    template where ``{principal}`` is the user and ``{platform}`` the
+    platform's name (``"{principal}"``, ``"astro-{principal}"``) or a fixed
+    account (``"talicada"``); none: the launching user's default account.
+    accounts: principal → account, consulted before the rule.
+    container_runtime: the command that runs a container image, with
+    ``{image}`` for its location (``"apptainer run docker://{image}"``);
+    none: the platform answers NO for containers.
+    poll_interval: seconds between two looks at all its jobs (one ``squeue``,
+    and one ``sacct`` when some ended).
+    quote_ttl: seconds an ``sbatch --test-only`` quote is reused for the same
+    size, duration and start.
+    completion_log: read ended jobs from the job-completion log (``sacct -c``),
+    for a Slurm without slurmdbd.
+    bin_dir: where the Slurm commands are (none: the PATH).
+    command_timeout: seconds one Slurm command may take.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    accounts: dict[str, str] = msgspec.field(default_factory=dict)
+    container_runtime: str | None = None
+    poll_interval: Annotated[float, Meta(gt=0)] = 10.0
+    quote_ttl: Annotated[float, Meta(ge=0)] = 5.0
+    completion_log: bool = False
+    bin_dir: str | None = None
+    command_timeout: Annotated[float, Meta(gt=0)] = 30.0
+
+    def account_for(self, principal: str | None, platform: str) -> str | None:
+        """The Slurm account of ``principal`` by the configured rule (None: Slurm's default).
+
+        A rule naming ``{principal}`` when the principal is unknown gives None.
+        """
+        if principal is not None and principal in self.accounts:
+            return self.accounts[principal]
+        if self.account is None or ("{principal}" in self.account and principal is None):
+            return None
+        return self.account.format(principal=principal, platform=platform)
+
+
 class PlatformSettings(_Frozen, frozen=True):
     """One execution platform the broker makes offers on.
 
     ``launcher``, ``stager`` and ``image_cache`` name the back end of each
     worker role (:mod:`talicada.workers.backends` lists them); a back end that
-    talks to an outside service reads its own table (``[platforms.skaha]``).
+    talks to an outside service reads its own table (``[platforms.skaha]``,
+    ``[platforms.slurm]``).
     ``cores`` and ``memory`` (GiB) are the platform's total capacity in the
     calendar; ``max_cores`` and ``max_memory`` bound one session. ``executables``
     and ``data`` list the kinds it supports; ``data_schemes`` the URL schemes
@@ -147,7 +196,7 @@ class PlatformSettings(_Frozen, frozen=True):
     """
 
     name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    #: Back end that launches (and releases) executables: local, skaha.
+    #: Back end that launches (and releases) executables: local, skaha, slurm.
     launcher: str = "local"
     #: Back end that allocates storage and stages data: local, srcnet.
     stager: str = "local"
@@ -156,6 +205,7 @@ class PlatformSettings(_Frozen, frozen=True):
     skaha: SkahaSettings | None = None
     srcnet: SrcnetSettings | None = None
     harbor: HarborSettings | None = None
+    slurm: SlurmSettings | None = None
     executables: list[str] = msgspec.field(default_factory=lambda: ["ping", "delay", "checksum"])
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
@@ -166,9 +216,9 @@ class PlatformSettings(_Frozen, frozen=True):
     memory: PositiveInt = 16
     max_cores: PositiveInt | None = None
     max_memory: PositiveInt | None = None
-    #: Longest session (seconds) the platform books: a calendar booking touches
-    #: every slot it covers, so this bounds the work one request can cause.
-    max_duration: Annotated[float, Meta(gt=0)] = 7 * 24 * 3600.0
+    #: Longest session (seconds) the platform books. A booking costs the change
+    #: points it overlaps, not its length, so sites may book long sessions.
+    max_duration: Annotated[float, Meta(gt=0)] = 30 * 24 * 3600.0
     #: Price per core-hour; when set the planner honours cost maxima.
     core_hour_price: Annotated[float, Meta(ge=0)] | None = None
     preparation: Preparation = msgspec.field(default_factory=Preparation)

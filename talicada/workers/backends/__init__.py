@@ -60,10 +60,12 @@ BACKENDS: Final[dict[Role, dict[str, Backend]]] = {
     LAUNCH: {
         "local": _LOCAL_LAUNCH,
         "skaha": Backend("talicada.workers.backends.skaha", "launcher", "skaha", "Advisor"),
+        "slurm": Backend("talicada.workers.backends.slurm", "launcher", "slurm", "Advisor"),
     },
     RELEASE: {
         "local": _LOCAL_RELEASE,
         "skaha": Backend("talicada.workers.backends.skaha", "releaser", "skaha"),
+        "slurm": Backend("talicada.workers.backends.slurm", "releaser", "slurm"),
     },
 }
 
@@ -88,7 +90,7 @@ def problems(platform: PlatformSettings) -> list[str]:
                 found.append(f"{setting}: no back end {name!r} (known: {known})")
             continue
         if backend.table and getattr(platform, backend.table) is None:
-            message = f"[platforms.{backend.table}]: {setting} {name!r} needs this table (url …)"
+            message = f"[platforms.{backend.table}]: {setting} {name!r} needs this table"
             if message not in found:
                 found.append(message)
     return found
