@@ -134,13 +134,13 @@ class Child:
     def rss(self) -> int:
         return process_rss(self.pid)
 
-    async def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` s; the exit code."""
+    async def stop(self, grace: float = 15) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace`` s; the exit code."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.process.wait(), timeout=timeout)
+                await asyncio.wait_for(self.process.wait(), timeout=grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
@@ -171,15 +171,15 @@ async def spawn(
     return Child(name, process, log)
 
 
-async def read_port(child: Child, timeout: float = 60) -> int:
+async def read_port(child: Child, within: float = 60) -> int:
     """The port a child prints as ``PORT n`` on its first stdout line."""
     assert child.process.stdout is not None
     try:
-        line = await asyncio.wait_for(child.process.stdout.readline(), timeout=timeout)
+        line = await asyncio.wait_for(child.process.stdout.readline(), timeout=within)
     except TimeoutError:
         line = b""
     if not line.startswith(b"PORT "):
-        await child.stop(timeout=2)
+        await child.stop(grace=2)
         raise RuntimeError(f"{child.name} did not start; see {child.log}:\n{tail(child.log)}")
     return int(line.split()[1])
 
@@ -202,11 +202,11 @@ def log_problems(path: Path) -> int:
     )
 
 
-async def wait_http(url: str, child: Child, timeout: float = 30) -> None:
+async def wait_http(url: str, child: Child, within: float = 30) -> None:
     """Until ``url`` answers 200 (the broker is up)."""
     import aiohttp
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             if child.process.returncode is not None:
@@ -216,7 +216,7 @@ async def wait_http(url: str, child: Child, timeout: float = 30) -> None:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s:\n{tail(child.log)}")
+    raise RuntimeError(f"{url} did not answer within {within} s:\n{tail(child.log)}")
 
 
 # -- installing what a benchmark needs (its preflight) ---------------------------
@@ -429,10 +429,11 @@ function init(args)
   local spec = dofile(args[1])
   wrk.method = spec.method
   wrk.body = spec.body
-  wrk.headers = spec.headers
+  for name, value in pairs(spec.headers) do wrk.headers[name] = value end
   expect = spec.expect
   pause = spec.pause or 0
   paths = spec.paths
+  limit = spec.limit
   index = id or 1
 end
 
@@ -456,6 +457,7 @@ function response(status, headers, body)
     bad = bad + 1
     if #statuses < 200 then statuses = statuses .. status .. " " end
   end
+  if limit and ok + bad >= limit then wrk.thread:stop() end
 end
 
 function done(summary, latency, requests)
@@ -491,6 +493,7 @@ def write_wrk_spec(
     expect: str | None = None,
     pause_ms: int = 0,
     paths: Sequence[str] | None = None,
+    limit: int | None = None,
 ) -> Path:
     """A Lua file the wrk script loads: what to send and what counts as a good answer."""
     text = body.decode() if isinstance(body, bytes) else body
@@ -504,6 +507,7 @@ def write_wrk_spec(
         f"  headers = {{{header_items}}},",
         f"  expect = {_lua_string(expect) if expect else 'nil'},",
         f"  pause = {int(pause_ms)},",
+        f"  limit = {int(limit) if limit else 'nil'},",
     ]
     if paths:
         lines.append("  paths = {" + ", ".join(_lua_string(p) for p in paths) + "},")
@@ -615,7 +619,7 @@ async def run_wrk(
 async def py_spy(pid: int, seconds: float, out: Path, rate: int = 200) -> Path | None:
     """Sample ``pid`` with py-spy for ``seconds`` into collapsed stacks (None: no py-spy)."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(binary).exists():
+    if not _exists(binary):
         return None
     process = await asyncio.create_subprocess_exec(
         binary,
@@ -639,7 +643,11 @@ async def py_spy(pid: int, seconds: float, out: Path, rate: int = 200) -> Path |
     except TimeoutError:
         process.kill()
         await process.wait()
-    return out if out.exists() else None
+    return out if _exists(out) else None
+
+
+def _exists(path: str | Path) -> bool:
+    return os.path.exists(path)
 
 
 def profile_summary(collapsed: Path, top: int = 12) -> list[str]:

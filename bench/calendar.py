@@ -1,24 +1,37 @@
-"""Benchmark: offer latency with 10,000 bookings in a calendar vs an empty one.
+"""Benchmark: offer latency and Redis time per offer set, by window length and bookings.
 
-docs/ARCHITECTURE.md §11: "Offer latency with 10,000 bookings in a calendar within 2× of an
-empty one." This drives the broker service directly (no HTTP): the same
-:class:`talicada.broker.service.Broker` code the ``POST /requests`` handler
-calls, on the Redis store (``--store memory`` for the in-memory one).
+Issue 7 / docs/ARCHITECTURE.md §11: offer latency and Redis time at P7D within 1.5× of
+PT10M; with 10,000 bookings within 2× of none; no Redis script longer than 5 ms.
 
-Two calendars, each under its own Redis key prefix with one platform ``big``
-(20,000 cores, 20,000 GiB): one empty, one filled with 10,000 accepted
-bookings of 1 core and 1 GiB, their 5-minute windows spread evenly over the
-next 24 hours (made through the broker too: request, then accept). Then the
-same ping request (1–2 cores, PT10M, up to four offers, no start given: the
-next 24 hours) is timed against each calendar, alternating between them in
-rounds so drift hits both alike; every offer set is rejected straight after,
-so each calendar stays as it was. The time is that of ``Broker.request``
-alone (validation happens before the timer starts).
+This drives the broker service directly (no HTTP): the same
+:class:`talicada.broker.service.Broker` the ``POST /requests`` handler calls, on
+the Redis store (``--store memory`` for the in-memory one), through the public
+broker and store API only, so it measures whatever calendar the store has.
+
+Calendars, each under its own Redis key prefix with one platform ``big``
+(20,000 cores, 20,000 GiB, ``max_duration`` 30 days): one per booking count
+(default 0, 1,000 and 10,000), filled through the broker (request, then accept:
+``Broker.direct``) with bookings of 1 core and 1 GiB for PT5M whose starts are
+spread evenly over the next 24 hours, so every timed window overlaps them all.
+The timed request is a ping with 1–2 cores for PT10M, P1D, P7D or P30D and no
+start (the next 24 hours, up to four offers). Every (window, calendar) cell
+gets the same requests in rounds, in alternating order, so drift hits all
+alike; each offer set is rejected right after it is timed, so the calendars
+stay as they were. The time is that of ``Broker.request`` alone (validation is
+done before the timer starts). Around each request the script reads ``INFO
+commandstats`` and takes the difference: the Redis time of that offer set
+(every command but the bench's own probes; ``evalsha`` is the Lua scripts).
+Long windows on a per-slot calendar are expensive, so each cell also has a
+time budget: it gets fewer requests when they are slow (at least three).
+
+``slowlog-log-slower-than`` is set to 1,000 µs for the run (and restored): the
+script lists the longest entries under its own key prefixes.
 
 This reports; it does not gate: the exit code is 0 whatever the figures.
 Every Redis key it writes is under a unique prefix and deleted at the end.
 
-    .venv/bin/python bench/calendar.py [--bookings 10000] [--requests 500]
+    .venv/bin/python bench/calendar.py            # ~2-3 min
+    .venv/bin/python bench/calendar.py --quick    # ~30 s
 """
 
 from __future__ import annotations
@@ -35,12 +48,11 @@ sys.path.insert(0, os.path.dirname(_HERE))
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from datetime import timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import msgspec  # noqa: E402
@@ -48,8 +60,20 @@ import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 import structlog  # noqa: E402
 
-from talicada.broker.calendar import Usage  # noqa: E402
-from talicada.broker.records import LiveSession, OfferSetRecord, SessionRecord, Transition  # noqa: E402
+from bench._support import (  # noqa: E402
+    SlowLog,
+    commandstats,
+    delete_prefix,
+    machine_busy_seconds,
+    machine_line,
+    percentile,
+    redis_cpu_seconds,
+    script_name,
+    stats_delta,
+    store_scripts,
+    verdict,
+)
+from talicada.broker.records import LiveSession  # noqa: E402
 from talicada.broker.service import Broker, utc_now  # noqa: E402
 from talicada.broker.store import Store  # noqa: E402
 from talicada.broker.store.memory import MemoryStore  # noqa: E402
@@ -61,107 +85,82 @@ from talicada.settings import LOCAL, Settings, load  # noqa: E402
 COMPUTE_KIND = (
     "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/compute/simple-compute-resource-1.0"
 )
-#: The timed request: a ping, 1–2 cores for ten minutes, any time in the next 24 hours.
-REQUEST: dict[str, Any] = {
-    "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
-    "compute": {"kind": COMPUTE_KIND, "cores": {"min": 1, "max": 2}},
-    "schedule": {"requested": {"duration": "PT10M"}},
-}
 PLATFORM = "big"
 CAPACITY = 20_000
+MAX_DURATION = 30 * 24 * 3600.0
 BOOKING_DURATION = "PT5M"
 SPREAD = timedelta(hours=24)
 OWNER = "bench"
-TARGET = 2.0
+WINDOWS = ("PT10M", "P1D", "P7D", "P30D")
+TARGET_WINDOW = 1.5  # P7D / PT10M
+TARGET_BOOKINGS = 2.0  # 10,000 bookings / none
+TARGET_SCRIPT_MS = 5.0
 
 
-class Timings:
-    """Time spent in the store's two calls on the offer path, when recording."""
+def timed_request(duration: str) -> dict[str, Any]:
+    return {
+        "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
+        "compute": {"kind": COMPUTE_KIND, "cores": {"min": 1, "max": 2}},
+        "schedule": {"requested": {"duration": duration}},
+    }
+
+
+@dataclass
+class Cell:
+    """One (window, calendar) combination and what was measured on it."""
+
+    window: str
+    bookings: int
+    latency: list[float] = field(default_factory=list)
+    redis_us: list[int] = field(default_factory=list)
+    script_us: list[int] = field(default_factory=list)
+    redis_calls: list[int] = field(default_factory=list)
+    offers: list[int] = field(default_factory=list)
+    spent: float = 0.0
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+    def median_ms(self) -> float:
+        return percentile(self.latency, 50) * 1000
+
+    def redis_median_us(self) -> float:
+        return percentile([float(v) for v in self.redis_us], 50)
+
+
+class Parts:
+    """Times the store's calls on the offer path (whichever the store has), when on."""
 
     def __init__(self) -> None:
-        self.recording = False
-        self.usage: list[float] = []
-        self.hold: list[float] = []
+        self.into: dict[str, list[float]] | None = None
 
-    def add(self, into: list[float], began: float) -> None:
-        if self.recording:
-            into.append(time.perf_counter() - began)
+    def wrap(self, store: Any, names: tuple[str, ...]) -> None:
+        for name in names:
+            method = getattr(store, name, None)
+            if method is None or not callable(method):
+                continue
+            setattr(store, name, self._timed(name, method))
 
+    def _timed(
+        self, name: str, method: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                if self.into is not None:
+                    self.into.setdefault(name, []).append(time.perf_counter() - began)
 
-def instrument(store: RedisStore | MemoryStore, timings: Timings) -> None:
-    """Time ``store``'s calendar reads and holds (either implementation)."""
-    usage, hold = store.usage, store.hold
-
-    async def timed_usage(platform: str, first: int, last: int) -> Usage:
-        began = time.perf_counter()
-        try:
-            return await usage(platform, first, last)
-        finally:
-            timings.add(timings.usage, began)
-
-    async def timed_hold(
-        offerset: OfferSetRecord,
-        offers: Sequence[SessionRecord],
-        capacity: Mapping[str, tuple[int, int]],
-        history: Sequence[Transition],
-    ) -> int | None:
-        began = time.perf_counter()
-        try:
-            return await hold(offerset, offers, capacity, history)
-        finally:
-            timings.add(timings.hold, began)
-
-    # Instance attributes shadow the methods for this one store.
-    setattr(store, "usage", timed_usage)  # noqa: B010
-    setattr(store, "hold", timed_hold)  # noqa: B010
-
-
-async def open_store(kind: str, url: str, prefix: str) -> tuple[Store, Timings]:
-    timings = Timings()
-    store: RedisStore | MemoryStore
-    if kind == "redis":
-        store = await RedisStore.connect(url, prefix=prefix)
-    else:
-        store = MemoryStore()
-    instrument(store, timings)
-    return store, timings
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
-
-
-def machine_busy_seconds() -> float:
-    """CPU time every process on the machine has used (all cores), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-async def redis_cpu_seconds(client: aioredis.Redis | None) -> float:
-    """CPU time redis-server has used (0 without Redis)."""
-    if client is None:
-        return 0.0
-    info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return timed
 
 
 # -- filling a calendar ------------------------------------------------------
 
 
 async def fill(settings: Settings, store: Store, count: int, width: int) -> tuple[int, float]:
-    """``count`` accepted 1-core bookings spread over the next 24 hours.
-
-    Made as a client would: a request for a 1-minute start interval, then the
-    offer accepted (``Broker.direct``). Returns how many were booked and the time.
-    """
+    """``count`` accepted 1-core bookings spread over the next 24 hours (``Broker.direct``)."""
     broker = Broker(msgspec.structs.replace(settings, max_offers=1), store)
     now = utc_now()
-    step = SPREAD / count
+    step = SPREAD / max(1, count)
     next_index = 0
     booked = 0
 
@@ -190,64 +189,48 @@ async def fill(settings: Settings, store: Store, count: int, width: int) -> tupl
     return booked, time.perf_counter() - began
 
 
+async def calendar_figures(store: Store) -> str:
+    """How many bookings and holds a calendar has, when the store can say."""
+    entries = getattr(store, "entries", None)
+    if entries is None:
+        return "(the store lists no entries)"
+    found = await entries(PLATFORM)
+    booked = sum(1 for _, state, _ in found if state == "B")
+    return f"{booked} bookings, {len(found) - booked} holds"
+
+
 # -- timing offers -----------------------------------------------------------
 
 
-async def offer_once(broker: Broker, into: list[float] | None) -> int:
-    """Time one request's offers, then reject them all; returns how many offers."""
-    valid = parse_request(REQUEST, now=utc_now())
+async def offer_once(
+    broker: Broker, document: dict[str, Any], cell: Cell | None, admin: aioredis.Redis | None
+) -> None:
+    """Time one request's offers (and its Redis time), then reject them all."""
+    valid = parse_request(document, now=utc_now())
+    before = await commandstats(admin) if admin is not None and cell is not None else None
     began = time.perf_counter()
     view = await broker.request(valid, OWNER)
     elapsed = time.perf_counter() - began
-    if into is not None:
-        into.append(elapsed)
+    if cell is not None:
+        cell.latency.append(elapsed)
+        cell.offers.append(len(view.offers))
+        if admin is not None and before is not None:
+            delta = stats_delta(before, await commandstats(admin))
+            cell.redis_us.append(sum(usec for _, usec in delta.values()))
+            cell.redis_calls.append(sum(calls for calls, _ in delta.values()))
+            cell.script_us.append(
+                sum(usec for name, (_, usec) in delta.items() if name.startswith("eval"))
+            )
     for offer in view.offers:
         await broker.update_phase(offer.record.uuid, OWNER, "REJECTED", "bench")
-    return len(view.offers)
 
 
-async def calendar_figures(store: Store) -> str:
-    """How many bookings and counters a calendar holds (and, on Redis, their encoding)."""
-    entries = await store.entries(PLATFORM)
-    booked = sum(1 for _, state, _ in entries if state == "B")
-    held = len(entries) - booked
-    text = f"{booked} bookings, {held} holds"
-    if isinstance(store, RedisStore):
-        client = store.client
-        usage = store.keys.calendar_usage(PLATFORM)
-        counters = int(await client.hlen(usage))
-        encoding = await client.object("encoding", usage) if counters else b"-"
-        entry_key = store.keys.calendar_entries(PLATFORM)
-        entries_encoding = await client.object("encoding", entry_key) if entries else b"-"
-        text += (
-            f"; usage hash {counters} counters ({_text(encoding)}), "
-            f"entries hash {_text(entries_encoding)}"
-        )
-    return text
+def ms(values: list[float], q: float) -> float:
+    return percentile(values, q) * 1000
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def summary(values: list[float]) -> str:
-    return (
-        f"median {percentile(values, 50) * 1000:6.2f} ms, p95 "
-        f"{percentile(values, 95) * 1000:6.2f} ms, max {percentile(values, 100) * 1000:6.2f} ms"
-    )
-
-
-async def cleanup(client: aioredis.Redis, pattern: str) -> int:
-    removed = 0
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            removed += int(await client.unlink(*batch))
-            batch = []
-    if batch:
-        removed += int(await client.unlink(*batch))
-    return removed
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
 
 
 async def bench(options: argparse.Namespace) -> int:
@@ -269,128 +252,216 @@ async def bench(options: argparse.Namespace) -> int:
 
     settings = load(
         environ={},
-        platforms=[msgspec.structs.replace(LOCAL, name=PLATFORM, cores=CAPACITY, memory=CAPACITY)],
+        platforms=[
+            msgspec.structs.replace(
+                LOCAL,
+                name=PLATFORM,
+                cores=CAPACITY,
+                memory=CAPACITY,
+                max_duration=MAX_DURATION,
+            )
+        ],
     )
-    print("# Offer latency: a calendar with bookings vs an empty one (docs/ARCHITECTURE.md §11)")
+    counts = sorted({int(x) for x in options.bookings.split(",")})
+    windows = [w for w in options.windows.split(",") if w]
+    print("# Offer latency and Redis time by window and bookings (issue 7; ARCHITECTURE §11)")
+    print(machine_line())
     print(
-        f"python {platform.python_version()}, msgspec {msgspec.__version__}, redis-py "
-        f"{redis.__version__}, Redis server {redis_version}; store: {options.store}; "
-        f"this process pinned to core {cores[0]} of {cores}"
-        + (", Redis not pinned" if admin is not None else "")
+        f"msgspec {msgspec.__version__}, redis-py {redis.__version__}, Redis server "
+        f"{redis_version}; store: {options.store}; this process pinned to core {cores[0]} of "
+        f"{cores}" + (", Redis not pinned" if admin is not None else "")
     )
     print(
-        f"platform {PLATFORM!r}: cores={CAPACITY:,}, memory={CAPACITY:,} GiB, slot "
-        f"{settings.slot} s, max_offers={settings.max_offers}, offer_ttl {settings.offer_ttl:g} s"
+        f"platform {PLATFORM!r}: cores={CAPACITY:,}, memory={CAPACITY:,} GiB, max_duration 30 "
+        f"days, slot {settings.slot} s, max_offers={settings.max_offers}"
     )
     print(
-        f"full calendar: {options.bookings:,} accepted bookings of 1 core / 1 GiB, "
+        f"calendars: {', '.join(f'{n:,}' for n in counts)} accepted bookings of 1 core / 1 GiB, "
         f"{BOOKING_DURATION} each, starts spread evenly over the next 24 h"
     )
     print(
-        f"timed: Broker.request for {msgspec.json.encode(REQUEST).decode()} "
-        f"({options.requests} per calendar after {options.warmup} warm-up, alternating in "
-        f"{options.rounds} rounds; each offer set rejected after it is timed)"
+        f"timed: Broker.request for a ping, 1–2 cores, duration {', '.join(windows)}, no start "
+        f"(the next 24 h); up to {options.requests} per cell (after {options.warmup} warm-up) "
+        f"in {options.rounds} rounds, at most {options.cell_seconds:g} s per cell (at least 3); "
+        f"each offer set rejected after it is timed"
     )
     if admin is not None:
-        print(f"Redis key prefixes {run}-empty and {run}-full (deleted at the end)")
+        print(f"Redis key prefixes {run}-* (deleted at the end); slowlog threshold 1,000 µs")
     print()
 
     stores: list[Store] = []
     removed = left = 0
+    slow_entries: list[Any] = []
+    scripts: dict[str, str] = {}
     try:
-        empty, empty_timings = await open_store(options.store, options.redis_url, f"{run}-empty")
-        stores.append(empty)
-        full, full_timings = await open_store(options.store, options.redis_url, f"{run}-full")
-        stores.append(full)
+        async with _slowlog(admin) as slowlog:
+            calendars: dict[int, tuple[Store, Broker, Parts]] = {}
+            for count in counts:
+                store: Store
+                if options.store == "redis":
+                    store = await RedisStore.connect(options.redis_url, prefix=f"{run}-{count}")
+                    scripts.update(store_scripts(store))
+                else:
+                    store = MemoryStore()
+                stores.append(store)
+                if count:
+                    print(f"filling: {count:,} bookings …", flush=True)
+                    booked, seconds = await fill(settings, store, count, options.fill_width)
+                    print(
+                        f"  {booked:,} booked in {seconds:.1f} s ({booked / seconds:.0f}/s "
+                        f"through Broker.direct, {options.fill_width} at a time); "
+                        f"{await calendar_figures(store)}"
+                    )
+                    if booked != count:
+                        print(f"WARNING: only {booked} of {count} requests were booked")
+                parts = Parts()
+                parts.wrap(store, ("usage", "steps", "window", "hold"))
+                calendars[count] = (store, Broker(settings, store), parts)
 
-        print(f"filling: {options.bookings:,} bookings …", flush=True)
-        booked, seconds = await fill(settings, full, options.bookings, options.fill_width)
-        print(
-            f"filled in {seconds:.1f} s ({booked / seconds:.0f} bookings/s through "
-            f"Broker.direct, {options.fill_width} at a time)"
-        )
-        if booked != options.bookings:
-            print(f"WARNING: only {booked} of {options.bookings} requests were booked")
-
-        brokers = {"empty": Broker(settings, empty), "full": Broker(settings, full)}
-        timings = {"empty": empty_timings, "full": full_timings}
-        latencies: dict[str, list[float]] = {"empty": [], "full": []}
-        offers: dict[str, list[int]] = {"empty": [], "full": []}
-        for broker in brokers.values():
-            for _ in range(options.warmup):
-                await offer_once(broker, None)
-        print(f"empty calendar: {await calendar_figures(empty)}")
-        print(f"full calendar:  {await calendar_figures(full)}")
-        print("timing …", flush=True)
-        per_round = max(1, options.requests // options.rounds)
-        redis0 = await redis_cpu_seconds(admin)
-        busy0, began = machine_busy_seconds(), time.perf_counter()
-        cpu0 = time.process_time()
-        for number in range(options.rounds):
-            order = ["empty", "full"] if number % 2 == 0 else ["full", "empty"]
-            for name in order:
-                timings[name].recording = True
-                for _ in range(per_round):
-                    offers[name].append(await offer_once(brokers[name], latencies[name]))
-                timings[name].recording = False
-        wall = time.perf_counter() - began
-        ours = time.process_time() - cpu0
-        busy = machine_busy_seconds() - busy0
-        redis_cpu = await redis_cpu_seconds(admin) - redis0
-        others = max(0.0, busy - ours - redis_cpu) / wall
-        print(f"full calendar after: {await calendar_figures(full)}")
-        print()
-
-        print(f"{'calendar':<10} {'offer latency (Broker.request)':<52} offers/request")
-        for name in ("empty", "full"):
-            counts = offers[name]
-            print(f"{name:<10} {summary(latencies[name])}  {min(counts)}–{max(counts)}")
-        print("where the time goes (medians):")
-        for name in ("empty", "full"):
-            usage = percentile(timings[name].usage, 50) * 1000
-            hold = percentile(timings[name].hold, 50) * 1000
-            reads = len(timings[name].usage) / max(1, len(latencies[name]))
-            print(
-                f"  {name:<8} calendar read {usage:6.2f} ms ({reads:.1f} per request), "
-                f"hold {hold:6.2f} ms"
-            )
-        print(
-            f"CPU while timing: this process {ours / wall * 100:.0f}% of a core, redis-server "
-            f"{redis_cpu / wall * 100:.0f}%, every other process {others * 100:.0f}%"
-        )
-        print()
-
-        median = percentile(latencies["full"], 50) / percentile(latencies["empty"], 50)
-        p95 = percentile(latencies["full"], 95) / percentile(latencies["empty"], 95)
-        print("## Against the docs/ARCHITECTURE.md §11 target (within 2× of an empty calendar)")
-        print(f"full/empty, median: {median:.2f}×: {'PASS' if median <= TARGET else 'FAIL'}")
-        print(f"full/empty, p95:    {p95:.2f}×: {'PASS' if p95 <= TARGET else 'FAIL'}")
-        all_offered = min(offers["empty"] + offers["full"]) == settings.max_offers
-        if not all_offered:
-            print("WARNING: some requests got fewer offers than max_offers")
+            cells = {(w, n): Cell(w, n) for w in windows for n in counts}
+            documents = {w: timed_request(w) for w in windows}
+            for (window, count), _cell in cells.items():
+                _store, broker, _ = calendars[count]
+                for _ in range(options.warmup):
+                    await offer_once(broker, documents[window], None, None)
+            print("timing …", flush=True)
+            per_round = max(1, math.ceil(options.requests / options.rounds))
+            budget = options.cell_seconds / options.rounds
+            order = list(cells)
+            redis0 = await redis_cpu_seconds(admin) if admin is not None else 0.0
+            busy0, began, cpu0 = machine_busy_seconds(), time.perf_counter(), time.process_time()
+            for number in range(options.rounds):
+                for key in order if number % 2 == 0 else order[::-1]:
+                    cell = cells[key]
+                    _store, broker, parts = calendars[cell.bookings]
+                    parts.into = cell.parts
+                    start = time.perf_counter()
+                    for index in range(per_round):
+                        if (
+                            index
+                            and time.perf_counter() - start > budget
+                            and len(cell.latency) >= 3
+                        ):
+                            break
+                        await offer_once(broker, documents[cell.window], cell, admin)
+                    parts.into = None
+                    cell.spent += time.perf_counter() - start
+            wall = time.perf_counter() - began
+            ours = time.process_time() - cpu0
+            busy = machine_busy_seconds() - busy0
+            redis_cpu = (await redis_cpu_seconds(admin) - redis0) if admin is not None else 0.0
+            others = max(0.0, busy - ours - redis_cpu) / wall
+            for count in counts:
+                print(f"calendar {count:>6,} after: {await calendar_figures(calendars[count][0])}")
+            if slowlog is not None:
+                slow_entries = await slowlog.collect([run])
     finally:
         for store in stores:
             await store.close()
         if admin is not None:
-            removed = await cleanup(admin, f"{run}-*")
-            left = len([key async for key in admin.scan_iter(match=f"{run}-*", count=1000)])
+            removed, left = await delete_prefix(admin, f"{run}-*")
             await admin.aclose()
+    print()
+
+    print(
+        f"{'window':<6} {'bookings':>8} {'n':>4} {'median ms':>9} {'p95 ms':>8} {'max ms':>8} "
+        f"{'Redis µs':>9} {'scripts µs':>10} {'cmds':>5} {'offers':>6}  where (medians, ms)"
+    )
+    for (window, count), cell in cells.items():
+        where = ", ".join(
+            f"{name} {ms(values, 50):.2f}×{len(values) / max(1, len(cell.latency)):.1f}"
+            for name, values in sorted(cell.parts.items())
+        )
+        print(
+            f"{window:<6} {count:>8,} {len(cell.latency):>4} {cell.median_ms():>9.2f} "
+            f"{ms(cell.latency, 95):>8.2f} {ms(cell.latency, 100):>8.2f} "
+            f"{cell.redis_median_us():>9.0f} "
+            f"{percentile([float(v) for v in cell.script_us], 50):>10.0f} "
+            f"{percentile([float(v) for v in cell.redis_calls], 50):>5.0f} "
+            f"{min(cell.offers, default=0)}–{max(cell.offers, default=0)}  {where}"
+        )
+    print(
+        "  Redis µs: median per offer set of the INFO commandstats usec taken around it (all "
+        "commands; scripts = evalsha); cmds: Redis commands per offer set; where: the store "
+        "calls on the offer path, median ms × calls per request"
+    )
+    print(
+        f"CPU while timing ({wall:.0f} s): this process {ours / wall * 100:.0f}% of a core, "
+        f"redis-server {redis_cpu / wall * 100:.0f}%, every other process {others * 100:.0f}%"
+    )
+    print()
+
+    print("## Against the issue 7 targets")
+    low, high = counts[0], counts[-1]
+    if "PT10M" in windows and "P7D" in windows:
+        for count in sorted({low, high}):
+            short, long = cells[("PT10M", count)], cells[("P7D", count)]
+            lat = ratio(long.median_ms(), short.median_ms())
+            red = ratio(long.redis_median_us(), short.redis_median_us())
+            print(
+                f"P7D / PT10M at {count:,} bookings: latency {lat:.2f}×: "
+                f"{verdict(lat <= TARGET_WINDOW)}; Redis time {red:.2f}×: "
+                f"{'-' if admin is None else verdict(red <= TARGET_WINDOW)} (target ≤ 1.5×)"
+            )
+    for window in windows:
+        if low == high:
+            break
+        empty, full = cells[(window, low)], cells[(window, high)]
+        lat = ratio(full.median_ms(), empty.median_ms())
+        red = ratio(full.redis_median_us(), empty.redis_median_us())
+        print(
+            f"{high:,} / {low:,} bookings at {window}: latency {lat:.2f}×: "
+            f"{verdict(lat <= TARGET_BOOKINGS)}; Redis time {red:.2f}×: "
+            f"{'-' if admin is None else verdict(red <= TARGET_BOOKINGS)} (target ≤ 2×)"
+        )
+    if admin is not None:
+        longest = slow_entries[0].micros / 1000 if slow_entries else 0.0
+        over = sum(1 for e in slow_entries if e.micros > TARGET_SCRIPT_MS * 1000)
+        print(
+            f"SLOWLOG (≥ 1 ms, our keys only): {len(slow_entries)} entries, {over} over 5 ms; "
+            f"longest {longest:.2f} ms: {verdict(longest <= TARGET_SCRIPT_MS)} (target ≤ 5 ms)"
+        )
+        for entry in slow_entries[:5]:
+            print(
+                f"  {entry.micros / 1000:8.2f} ms  {script_name(entry.command, scripts)}  "
+                f"{entry.command[:90]}"
+            )
+    incomplete = [c for c in cells.values() if min(c.offers, default=0) < settings.max_offers]
+    if incomplete:
+        print("WARNING: some requests got fewer offers than max_offers")
     if admin is not None:
         print()
         print(f"cleanup: {removed} Redis keys under {run}-* deleted, {left} left")
     return 0
 
 
+def _slowlog(admin: aioredis.Redis | None) -> Any:
+    if admin is None:
+        import contextlib
+
+        return contextlib.nullcontext(None)
+    return SlowLog(admin, threshold_us=1000, keep=1024)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--store", choices=["redis", "memory"], default="redis")
-    parser.add_argument("--bookings", type=int, default=10_000, help="bookings in the full one")
-    parser.add_argument("--requests", type=int, default=500, help="timed requests per calendar")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed requests per calendar")
-    parser.add_argument("--rounds", type=int, default=10, help="alternations between calendars")
+    parser.add_argument("--quick", action="store_true", help="small calendars, few requests")
+    parser.add_argument(
+        "--bookings", default="0,1000,10000", help="bookings of each calendar (comma-separated)"
+    )
+    parser.add_argument("--windows", default=",".join(WINDOWS), help="durations timed")
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per cell")
+    parser.add_argument("--cell-seconds", type=float, default=8.0, help="time budget per cell")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed requests per cell")
+    parser.add_argument("--rounds", type=int, default=4, help="passes over all cells")
     parser.add_argument("--fill-width", type=int, default=32, help="bookings made at once")
-    return asyncio.run(bench(parser.parse_args()))
+    options = parser.parse_args()
+    if options.quick:
+        options.bookings = "0,1000"
+        options.requests, options.cell_seconds, options.warmup, options.rounds = 30, 1.5, 1, 2
+    return asyncio.run(bench(options))
 
 
 if __name__ == "__main__":

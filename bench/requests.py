@@ -42,7 +42,6 @@ sys.path.insert(0, os.path.dirname(_HERE))
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import math  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -185,9 +184,9 @@ async def _serve(args: argparse.Namespace) -> None:
 def serve_main(args: argparse.Namespace) -> None:
     """The child process (already pinned by taskset): serve until SIGTERM."""
     if args.uvloop:
-        import uvloop
+        import importlib
 
-        uvloop.run(_serve(args))
+        importlib.import_module("uvloop").run(_serve(args))
     else:
         asyncio.run(_serve(args))
 
@@ -580,9 +579,9 @@ async def bench(options: argparse.Namespace) -> int:
                     python_open.redis_pings = pings
                 if kind == "redis" and options.profile_seconds > 0:
                     print(f"running: {label}, py-spy under full load …", flush=True)
-                    out = workdir / "redis-server.pyspy.txt"
+                    samples = workdir / "redis-server.pyspy.txt"
                     sampler = asyncio.create_task(
-                        py_spy(server.pid, options.profile_seconds, out)
+                        py_spy(server.pid, options.profile_seconds, samples)
                     )
                     await asyncio.sleep(0.5)
                     await run_wrk_checked(
@@ -653,13 +652,14 @@ async def bench(options: argparse.Namespace) -> int:
                 + (f": {verdict(ratio >= TARGET_RATIO and run.failures == 0)}" if target else "")
             )
     for kind, limit in (("redis", TARGET_P99_REDIS_MS), ("memory", TARGET_P99_MEMORY_MS)):
-        run = paced.get(kind)
-        if run is None:
+        half_run = paced.get(kind)
+        if half_run is None:
             continue
-        ok = run.p99 < limit and run.failures == 0
+        ok = half_run.p99 < limit and half_run.failures == 0
         print(
-            f"p99 at half rate, {kind} store (wrk paced, {run.rate:.0f}/s of a {run.extra['target']:.0f}/s "
-            f"target): {run.p99:.2f} ms, target < {limit:.0f} ms: {verdict(ok)}"
+            f"p99 at half rate, {kind} store (wrk paced, {half_run.rate:.0f}/s of a "
+            f"{half_run.extra['target']:.0f}/s target): {half_run.p99:.2f} ms, "
+            f"target < {limit:.0f} ms: {verdict(ok)}"
         )
     if python_open is not None:
         p99 = percentile(python_open.from_due, 99) * 1000
