@@ -357,6 +357,8 @@ class SlowLog:
             if int(raw["id"]) <= self.start_id:
                 continue
             command = _text(raw["command"])
+            if command.split(" ", 1)[0].lower() in OWN_COMMANDS:
+                continue  # the benchmark's own probes (MEMORY USAGE, SCAN, …)
             if any(mark in command for mark in marks):
                 found.append(SlowEntry(int(raw["id"]), int(raw["duration"]), command[:160]))
         self.entries = sorted(found, key=lambda e: -e.micros)

@@ -11,8 +11,11 @@ broker and store API only, so it measures whatever calendar the store has.
 Calendars, each under its own Redis key prefix with one platform ``big``
 (20,000 cores, 20,000 GiB, ``max_duration`` 30 days): one per booking count
 (default 0, 1,000 and 10,000), filled through the broker (request, then accept:
-``Broker.direct``) with bookings of 1 core and 1 GiB for PT5M whose starts are
-spread evenly over the next 24 hours, so every timed window overlaps them all.
+``Broker.direct``) with bookings of 1 core and 1 GiB, 5 to 60 minutes long,
+starting at random (seeded) in the next 24 hours, so every timed window
+overlaps them all (``--layout even``: PT5M each, evenly spaced, as the first
+version of this bench did; many short evenly spaced bookings leave long
+stretches at one level, which flatters a step-function calendar).
 The timed request is a ping with 1–2 cores for PT10M, P1D, P7D or P30D and no
 start (the next 24 hours, up to four offers). Every (window, calendar) cell
 gets the same requests in rounds, in alternating order, so drift hits all
@@ -48,6 +51,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import math  # noqa: E402
+import random  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
@@ -156,11 +160,19 @@ class Parts:
 # -- filling a calendar ------------------------------------------------------
 
 
-async def fill(settings: Settings, store: Store, count: int, width: int) -> tuple[int, float]:
-    """``count`` accepted 1-core bookings spread over the next 24 hours (``Broker.direct``)."""
+async def fill(
+    settings: Settings, store: Store, count: int, width: int, layout: str
+) -> tuple[int, float]:
+    """``count`` accepted 1-core bookings over the next 24 hours (``Broker.direct``).
+
+    ``even``: PT5M each, starts evenly spaced. ``random`` (seeded): starts anywhere
+    in the 24 hours, 5 to 60 minutes long, so neighbouring slots rarely hold the
+    same total (an even layout of many short bookings makes long flat stretches).
+    """
     broker = Broker(msgspec.structs.replace(settings, max_offers=1), store)
     now = utc_now()
     step = SPREAD / max(1, count)
+    rng = random.Random(count)
     next_index = 0
     booked = 0
 
@@ -169,14 +181,19 @@ async def fill(settings: Settings, store: Store, count: int, width: int) -> tupl
         while next_index < count:
             index = next_index
             next_index += 1
-            start = now + timedelta(minutes=1) + index * step
+            if layout == "even":
+                start = now + timedelta(minutes=1) + index * step
+                duration = BOOKING_DURATION
+            else:
+                start = now + timedelta(minutes=1) + rng.random() * SPREAD
+                duration = f"PT{rng.randint(5, 60)}M"
             doc = {
                 "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
                 "compute": {"kind": COMPUTE_KIND, "cores": {"min": 1, "max": 1}},
                 "schedule": {
                     "requested": {
                         "start": f"{format_instant(start)}/PT1M",
-                        "duration": BOOKING_DURATION,
+                        "duration": duration,
                     }
                 },
             }
@@ -275,9 +292,14 @@ async def bench(options: argparse.Namespace) -> int:
         f"platform {PLATFORM!r}: cores={CAPACITY:,}, memory={CAPACITY:,} GiB, max_duration 30 "
         f"days, slot {settings.slot} s, max_offers={settings.max_offers}"
     )
+    shape = (
+        f"{BOOKING_DURATION} each, starts spread evenly over the next 24 h"
+        if options.layout == "even"
+        else "5–60 min each, starts at random (seeded) in the next 24 h"
+    )
     print(
         f"calendars: {', '.join(f'{n:,}' for n in counts)} accepted bookings of 1 core / 1 GiB, "
-        f"{BOOKING_DURATION} each, starts spread evenly over the next 24 h"
+        f"{shape} (layout {options.layout})"
     )
     print(
         f"timed: Broker.request for a ping, 1–2 cores, duration {', '.join(windows)}, no start "
@@ -306,7 +328,9 @@ async def bench(options: argparse.Namespace) -> int:
                 stores.append(store)
                 if count:
                     print(f"filling: {count:,} bookings …", flush=True)
-                    booked, seconds = await fill(settings, store, count, options.fill_width)
+                    booked, seconds = await fill(
+                        settings, store, count, options.fill_width, options.layout
+                    )
                     print(
                         f"  {booked:,} booked in {seconds:.1f} s ({booked / seconds:.0f}/s "
                         f"through Broker.direct, {options.fill_width} at a time); "
@@ -450,6 +474,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small calendars, few requests")
     parser.add_argument(
         "--bookings", default="0,1000,10000", help="bookings of each calendar (comma-separated)"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["random", "even"],
+        default="random",
+        help="bookings at random times and lengths, or PT5M evenly spaced (the old bench)",
     )
     parser.add_argument("--windows", default=",".join(WINDOWS), help="durations timed")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per cell")

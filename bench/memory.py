@@ -187,13 +187,10 @@ async def bench(options: argparse.Namespace) -> int:
                 made = load.ok * 4
                 remaining = max(0, options.sessions - made) // 4
                 print(f"  {made:,} sessions so far; {remaining:,} more requests …", flush=True)
-                fill_spec = write_wrk_spec(
-                    workdir / "fill.lua",
-                    body=body,
-                    headers=HEADERS,
-                    expect='"result":"YES"',
-                    limit=remaining,
-                )
+                fill_spec = talicada_spec
+                # wrk runs for a time, not a count: as long as the load phase's rate
+                # needs for the rest (the count reached is printed).
+                fill_seconds = remaining / max(1.0, load.rate)
                 sampler.start()
                 began = time.perf_counter()
                 more: WrkRun | None = None
@@ -203,7 +200,7 @@ async def bench(options: argparse.Namespace) -> int:
                         url,
                         fill_spec,
                         script,
-                        seconds=600,
+                        seconds=fill_seconds,
                         connections=options.connections,
                         core=client_core,
                     )

@@ -116,7 +116,7 @@ YAML_HEADERS = {
 }
 #: What a good talicada answer contains (an offer set with offers).
 EXPECT_JSON = '"result":"YES"'
-EXPECT_YAML = "result: YES"
+EXPECT_YAML = "result: 'YES'"
 
 
 # -- the server processes ----------------------------------------------------
