@@ -31,6 +31,7 @@ from talicada.broker.notify import Notifier
 from talicada.broker.routes import routes
 from talicada.broker.service import Broker, Clock, utc_now
 from talicada.broker.store import Store
+from talicada.broker.ui import setup_ui
 from talicada.settings import Settings, SettingsError
 
 log = structlog.get_logger("talicada.app")
@@ -99,6 +100,7 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(watch.routes)
     app.add_routes(callbacks.routes)
+    setup_ui(app)  # the dashboard at /ui/, and / leads there
 
     async def state(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
