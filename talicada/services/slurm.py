@@ -94,7 +94,10 @@ async def run_command(argv: Sequence[str], limit: float) -> Completed:
         await process.wait()
         raise SlurmError(f"{argv[0]} did not answer within {limit:g} s", transient=True) from None
     return Completed(
-        tuple(argv), process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        tuple(argv),
+        process.returncode or 0,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
     )
 
 
