@@ -18,6 +18,8 @@
 #          node; config, state, logs in var/slurm/), installed from Debian's
 #          slurm-wlm and munge when missing and we are root. Without a Slurm the
 #          Slurm tests fail, saying how to start one; the other tests still run.
+#   Chromium  /usr/bin/chromium for the dashboard's browser tests, installed from
+#          Debian's chromium package when missing and we are root.
 #
 # Every network check and wait is bounded by a timeout; nothing here can hang.
 set -euo pipefail
@@ -425,6 +427,12 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded one).
+ensure_browser() {
+    [[ -x /usr/bin/chromium ]] && return 0
+    ensure_binary chromium chromium TALICADA_TEST_CHROMIUM
+}
+
 main() {
     case "${1:-ensure}" in
         ensure)
@@ -437,6 +445,7 @@ main() {
             ensure_redis
             ensure_mosquitto
             ensure_slurm
+            ensure_browser
             ;;
         stop)
             stop_pidfile "$VAR_DIR/redis/redis.pid" redis-server
