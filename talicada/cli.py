@@ -161,10 +161,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run_server(app: web.Application, settings: Settings) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; embedded mode also runs every worker."""
-    from talicada.broker.app import run_embedded_workers
+    from talicada.broker.app import run_embedded_workers, server_timeouts
 
     stop = _stop_on_signals()
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **server_timeouts(settings))
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -203,8 +203,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _run_worker(name: Role, backend: str | None, settings: Settings) -> None:
-    import redis.asyncio as aioredis
-
+    from talicada import redisconn
     from talicada.events.redis_bus import RedisBus
     from talicada.workers.registry import run_named
 
@@ -212,7 +211,7 @@ async def _run_worker(name: Role, backend: str | None, settings: Settings) -> No
     assert settings.broker_url
     assert settings.callback_secret
     stop = _stop_on_signals()
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redisconn.client(settings.redis_url, settings.redis_pool)
     try:
         await run_named(
             name,

@@ -40,9 +40,10 @@ MAX_LONG_POLL = timedelta(seconds=60)
 MAX_WATCHERS = 2000
 #: Finished sessions are kept this long (their record is the provenance).
 SESSION_RETENTION = timedelta(days=30)
-#: How many times a request is re-planned when a concurrent client took the
-#: capacity between reading the calendar and holding it.
-PLAN_ATTEMPTS = 5
+#: How long a request keeps re-planning when another replica took the capacity
+#: between its reading the calendar and holding it (each retry sees the new
+#: state, so it only fails to settle under a sustained storm); then 503.
+PLAN_DEADLINE = timedelta(seconds=10)
 #: Approximate length cap of every event stream (``XADD … MAXLEN ~``), entries.
 #: Bounds Redis memory; a backlog longer than this would be trimmed unread (and
 #: its pending entries dropped on reclaim), so it must exceed any plausible backlog.

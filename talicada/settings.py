@@ -22,6 +22,7 @@ from msgspec import Meta
 
 from talicada import constants
 from talicada.events.streams import Role
+from talicada.redisconn import PoolOptions
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -305,7 +306,30 @@ class Settings(_Frozen, frozen=True):
     max_deliveries: Annotated[int, Meta(ge=1, le=100)] = constants.MAX_DELIVERIES
     #: Seconds an event may sit with a silent worker before another takes it.
     reclaim_idle: Seconds = constants.RECLAIM_IDLE.total_seconds()
+    #: Most Redis connections one process opens; more concurrent commands wait…
+    redis_pool_size: Annotated[int, Meta(ge=4, le=10_000)] = 64
+    #: …this many seconds for a free one, then the call answers 503.
+    redis_pool_timeout: Seconds = 2.0
+    #: Seconds to wait for Redis to accept a connection, and for a reply.
+    redis_connect_timeout: Seconds = 2.0
+    redis_socket_timeout: Annotated[float, Meta(ge=3)] = 10.0
+    #: Seconds a connection may go without a complete request head: from when it
+    #: opens or its last response ends until its next request's headers have all
+    #: arrived. Closes idle keep-alive connections and slow-header (slowloris) ones.
+    http_idle_timeout: Seconds = 15.0
+    #: Seconds a client may take to send a request body once its headers arrived.
+    http_body_timeout: Seconds = 30.0
     platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
+
+    @property
+    def redis_pool(self) -> PoolOptions:
+        """The Redis connection pool these settings ask for."""
+        return PoolOptions(
+            pool_size=self.redis_pool_size,
+            pool_timeout=self.redis_pool_timeout,
+            connect_timeout=self.redis_connect_timeout,
+            socket_timeout=self.redis_socket_timeout,
+        )
 
     @property
     def embedded(self) -> bool:
@@ -340,6 +364,12 @@ _ENVIRONMENT = {
     "TALICADA_RECLAIM_IDLE": "reclaim_idle",
     "TALICADA_RETRY_BASE": "retry_base",
     "TALICADA_MAX_DELIVERIES": "max_deliveries",
+    "TALICADA_REDIS_POOL_SIZE": "redis_pool_size",
+    "TALICADA_REDIS_POOL_TIMEOUT": "redis_pool_timeout",
+    "TALICADA_REDIS_CONNECT_TIMEOUT": "redis_connect_timeout",
+    "TALICADA_REDIS_SOCKET_TIMEOUT": "redis_socket_timeout",
+    "TALICADA_HTTP_IDLE_TIMEOUT": "http_idle_timeout",
+    "TALICADA_HTTP_BODY_TIMEOUT": "http_body_timeout",
 }
 
 

@@ -7,13 +7,14 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from talicada.broker import callbacks, watch
 from talicada.broker.auth import Tokens
-from talicada.broker.http import auth_middleware, errors_middleware
+from talicada.broker.http import BODY_TIMEOUT_KEY, auth_middleware, errors_middleware
 from talicada.broker.keys import (
     BROKER,
     CALLBACK_SECRET,
@@ -62,6 +63,7 @@ async def open_store(settings: Settings) -> Store:
     return await RedisStore.connect(
         settings.redis_url,
         prefix=settings.key_prefix,
+        pool=settings.redis_pool,
         reclaim_idle_ms=int(settings.reclaim_idle * 1000),
     )
 
@@ -94,6 +96,7 @@ def create_app(
     )
     app[METRICS] = metrics
     app[SETTINGS] = settings
+    app[BODY_TIMEOUT_KEY] = settings.http_body_timeout
     app[STARTED] = time.time()
     app[OPENAPI] = _openapi()
     app[CALLBACK_SECRET] = callback_secret(settings)
@@ -139,6 +142,16 @@ def create_app(
     app.cleanup_ctx.append(state)
     app.cleanup_ctx.append(background)
     return app
+
+
+def server_timeouts(settings: Settings) -> dict[str, Any]:
+    """aiohttp server options that close idle and slow-header connections.
+
+    aiohttp's keep-alive timer starts when a connection opens and again when
+    each response ends, and closes the connection if no complete request head
+    has arrived by then: one knob bounds both idle and slowloris connections.
+    """
+    return {"keepalive_timeout": settings.http_idle_timeout}
 
 
 def callback_secret(settings: Settings) -> bytes:

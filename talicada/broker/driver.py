@@ -27,6 +27,8 @@ from talicada.broker.store import Store
 from talicada.events.envelope import Handle
 from talicada.events.report import Report
 from talicada.events.streams import LIFECYCLE, Role, stream
+from talicada.outage import Outage
+from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_instant
 from talicada.schema.model import SessionPhase
@@ -156,13 +158,19 @@ class Driver:
     async def run_timers(self, stop: asyncio.Event) -> None:
         """Apply due timers until ``stop`` is set (one task per replica)."""
         period = constants.TIMER_POLL.total_seconds()
+        outage = Outage("redis", log.bind(loop="timers"))
         while not stop.is_set():
+            pause = period
             try:
                 await self.run_due()
-            except Exception:  # a store hiccup must not end the timer loop
-                log.exception("timers.failed")
+                outage.recovered()
+            except Exception as error:  # an outage must not end the timer loop
+                if is_unavailable(error):
+                    pause = outage.failed(error)  # logged once per outage
+                else:
+                    log.exception("timers.failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=period)
+                await asyncio.wait_for(stop.wait(), timeout=pause)
 
 
 #: Most characters of stdout and of stderr kept in a session's record.

@@ -1,12 +1,15 @@
 """HTTP plumbing: content negotiation, body decoding and the one error mapping.
 
 Every error a client can cause leaves here as a MessageItem list with the
-right status (400, 401, 404, 406, 409, 413, 415); anything else is logged and
-answered 500 without internals. Handlers raise; they never build error bodies.
+right status (400, 401, 404, 406, 408, 409, 413, 415). Redis being away, slow
+or out of connections is 503 with ``Retry-After`` (the client should simply
+try again); anything else is logged and answered 500 without internals.
+Handlers raise; they never build error bodies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 
@@ -16,10 +19,11 @@ from aiohttp.typedefs import Middleware
 
 from talicada.broker.auth import Tokens
 from talicada.broker.notify import TooManyWatchers
+from talicada.redisconn import is_unavailable
 from talicada.schema import codec
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
-from talicada.schema.messages import MessageItem, RequestInvalid
+from talicada.schema.messages import MessageItem, RequestInvalid, RequestTimeout
 
 log = structlog.get_logger("talicada.http")
 
@@ -27,6 +31,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MEDIA = web.RequestKey("media", MediaType)
 PRINCIPAL = web.RequestKey("principal", str)
+
+#: Seconds a client is told to wait before retrying a 503.
+RETRY_AFTER = 5
+
+#: Bodies larger than this are decoded in a worker thread, so that even a body
+#: at the size and item limits does not hold the event loop (and every other
+#: request on it) while it is parsed.
+OFFLOAD_BYTES = 64 * 1024
+
+#: Default seconds a client may take to send its body (Settings.http_body_timeout).
+BODY_TIMEOUT = 30.0
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 
 
 def response_media(request: web.Request) -> MediaType:
@@ -55,12 +71,21 @@ def respond(
 async def read_body(request: web.Request) -> tuple[object, MediaType]:
     """The decoded request body and its media type; RequestInvalid if unreadable."""
     media = codec.media_type_for_content_type(request.headers.get(hdrs.CONTENT_TYPE))
-    body = await request.read()
+    seconds = request.app.get(BODY_TIMEOUT_KEY, BODY_TIMEOUT)
+    try:
+        async with asyncio.timeout(seconds):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            [msg.make(msg.TIMED_OUT, what="sending the request body", seconds=f"{seconds:g}")]
+        ) from None
     if not body.strip():
         raise RequestInvalid(
             [msg.make(msg.MALFORMED_BODY, media=media.name, reason="the body is empty")]
         )
     try:
+        if len(body) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(codec.decode, body, media), media
         return codec.decode(body, media), media
     except codec.CodecError as error:
         raise RequestInvalid(
@@ -98,13 +123,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(request, 406, [msg.make(msg.INVALID_FIELD, path="Accept", reason=str(error))])
     try:
         return await handler(request)
+    except msg.Unavailable as error:
+        response = _error(request, 503, error.messages)
+        response.headers[hdrs.RETRY_AFTER] = str(error.retry_after)
+        return response
     except RequestInvalid as error:
         return _error(request, error.status, error.messages)
     except TooManyWatchers as error:
-        item = msg.make(msg.INVALID_FIELD, path="wait", reason=f"too busy to wait: {error}")
-        response = _error(request, 503, [item])
-        response.headers[hdrs.RETRY_AFTER] = "5"
-        return response
+        return unavailable(request, f"too many watchers on this replica ({error})")
     except codec.UnsupportedMediaType as error:
         return _error(
             request, 415, [msg.make(msg.INVALID_FIELD, path="Content-Type", reason=str(error))]
@@ -125,10 +151,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if hdrs.ALLOW in error.headers:
             response.headers[hdrs.ALLOW] = error.headers[hdrs.ALLOW]
         return response
-    except Exception:
+    except Exception as error:
+        if is_unavailable(error):
+            # Redis is away, failing over or out of connections. Logged once per
+            # outage by the loops that watch Redis (notifier, timers), not here.
+            log.debug("request.unavailable", path=request.path, error=str(error))
+            return unavailable(request, "its state store (Redis) is unreachable or overloaded")
         log.exception("request.failed", method=request.method, path=request.path)
         item = msg.make(msg.INVALID_FIELD, path=request.path, reason="internal error; see logs")
         return _error(request, 500, [item])
+
+
+def unavailable(request: web.Request, reason: str) -> web.Response:
+    """503 with ``Retry-After``: the request was fine, the broker cannot serve it now."""
+    item = msg.make(msg.UNAVAILABLE, reason=reason, retry=RETRY_AFTER)
+    response = _error(request, 503, [item])
+    response.headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER)
+    return response
 
 
 def auth_middleware(tokens: Tokens | None, open_paths: frozenset[str]) -> Middleware:

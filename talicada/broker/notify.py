@@ -19,6 +19,7 @@ import structlog
 from talicada import constants
 from talicada.events.bus import Bus
 from talicada.events.streams import LIFECYCLE
+from talicada.outage import Outage
 
 log = structlog.get_logger("talicada.notify")
 
@@ -73,13 +74,27 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         """Tail the lifecycle stream until ``stop`` is set."""
         last = "$"
+        outage = Outage("redis", log.bind(loop="notify"))
         while not stop.is_set():
             try:
                 last, events = await self.bus.tail(LIFECYCLE, last, block_ms=500)
-                for event in events:
-                    self.wake(event.session)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bus hiccup must not end notifications
-                log.exception("notify.failed")
-                await asyncio.sleep(0.5)
+            except Exception as error:  # an outage must not end notifications
+                pause = outage.failed(error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+                continue
+            if outage.down:
+                # Changes made while the stream was unreadable were missed:
+                # wake everyone, they re-read the store.
+                outage.recovered()
+                self.wake_all()
+            for event in events:
+                self.wake(event.session)
+
+    def wake_all(self) -> None:
+        """Wake every local watcher (after missing events, they re-read)."""
+        for waiters in self._waiters.values():
+            for changed in waiters:
+                changed.set()

@@ -8,6 +8,8 @@ aiohttp or redis.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -108,13 +110,14 @@ class Broker:
         self.slots = Slots(settings.slot)
         self.platforms = {platform.name: platform for platform in settings.platforms}
         self.driver = Driver(store, clock, self.platforms)
+        #: Serialises this replica's plan-and-hold steps (see :meth:`request`).
+        self._planning = asyncio.Lock()
 
     # -- offers -----------------------------------------------------------
 
     async def request(self, valid: ValidRequest, owner: str) -> OfferSetView:
         """Plan, hold and save offers for ``valid``; a NO answer says why not."""
         now = self.clock()
-        expires = now + timedelta(seconds=self.settings.offer_ttl)
         reasons: list[MessageItem] = []
         runnable: list[_Runnable] = []
         feasible = []
@@ -132,51 +135,75 @@ class Broker:
             else:
                 runnable.append(_Runnable(platform, demand, said))
         offerset_id = self.new_id()
-        name = valid.request.meta.name if valid.request.meta else None
-        for _ in range(constants.PLAN_ATTEMPTS):
-            candidates = await self._plan(runnable)
-            offers = [
-                self._record(valid, c, index, offerset_id, owner, now, expires)
-                for index, c in enumerate(candidates)
-            ]
-            record = OfferSetRecord(
-                uuid=offerset_id,
-                owner=owner,
-                dialect=valid.dialect.value,
-                created=_ms(now),
-                expires=_ms(expires),
-                result="YES" if offers else "NO",
-                offers=[offer.uuid for offer in offers],
-                messages=reasons if not offers else [],
-                name=name,
-            )
-            if not offers:
-                record.messages.extend(self._no_capacity(runnable))
-            first = Transition(
-                time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
-            )
-            clash = await self.store.hold(record, offers, self._capacities(), [first] * len(offers))
-            if clash is None:
-                log.info(
-                    "offerset.created",
-                    offerset=offerset_id,
-                    result=record.result,
-                    offers=len(offers),
-                )
-                return OfferSetView(
-                    record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
-                )
-            log.info("offer.contended", offerset=offerset_id, index=clash)
-            # Yield so the client that won the capacity can finish, then re-plan.
-            await asyncio.sleep(0)
-        raise Conflict(
+        deadline = time.monotonic() + constants.PLAN_DEADLINE.total_seconds()
+        attempt = 0
+        while True:
+            # Plan and hold under this replica's lock: its own requests never
+            # race each other for the same free window (they would all read the
+            # same calendar and all but one clash). Other replicas can still
+            # take capacity in between; then the hold clashes, nothing is
+            # written, and planning starts again from the new state.
+            async with self._planning:
+                view = await self._plan_and_hold(valid, runnable, reasons, offerset_id, owner, now)
+            if view is not None:
+                return view
+            attempt += 1
+            if time.monotonic() >= deadline:
+                break
+            # Jittered so that replicas contending for one window drift apart.
+            await asyncio.sleep(random.uniform(0, min(0.05 * attempt, 0.5)))  # noqa: S311
+        raise msg.Unavailable(
             [
                 msg.make(
-                    msg.INVALID_FIELD,
-                    path="compute",
-                    reason="the calendar changed too often while planning; try again",
+                    msg.UNAVAILABLE,
+                    reason=f"other requests kept taking the free capacity for "
+                    f"{constants.PLAN_DEADLINE.total_seconds():g} seconds",
+                    retry=1,
                 )
-            ]
+            ],
+            retry_after=1,
+        )
+
+    async def _plan_and_hold(
+        self,
+        valid: ValidRequest,
+        runnable: list[_Runnable],
+        reasons: list[MessageItem],
+        offerset_id: str,
+        owner: str,
+        now: datetime,
+    ) -> OfferSetView | None:
+        """Plan offers from the calendar as it is and hold them; None if they clashed."""
+        expires = now + timedelta(seconds=self.settings.offer_ttl)
+        name = valid.request.meta.name if valid.request.meta else None
+        candidates = await self._plan(runnable)
+        offers = [
+            self._record(valid, c, index, offerset_id, owner, now, expires)
+            for index, c in enumerate(candidates)
+        ]
+        record = OfferSetRecord(
+            uuid=offerset_id,
+            owner=owner,
+            dialect=valid.dialect.value,
+            created=_ms(now),
+            expires=_ms(expires),
+            result="YES" if offers else "NO",
+            offers=[offer.uuid for offer in offers],
+            messages=list(reasons) if not offers else [],
+            name=name,
+        )
+        if not offers:
+            record.messages.extend(self._no_capacity(runnable))
+        first = Transition(
+            time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
+        )
+        clash = await self.store.hold(record, offers, self._capacities(), [first] * len(offers))
+        if clash is not None:
+            log.info("offer.contended", offerset=offerset_id, index=clash)
+            return None
+        log.info("offerset.created", offerset=offerset_id, result=record.result, offers=len(offers))
+        return OfferSetView(
+            record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
         )
 
     async def _advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:

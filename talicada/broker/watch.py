@@ -19,10 +19,11 @@ from aiohttp import web
 
 from talicada import constants
 from talicada.broker import lifecycle
-from talicada.broker.http import base_url, path_uuid, principal, respond
+from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, principal, respond
 from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
 from talicada.broker.records import LiveSession
 from talicada.broker.render import session_doc
+from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
 from talicada.schema.messages import RequestInvalid
 
@@ -93,31 +94,50 @@ async def events(request: web.Request) -> web.StreamResponse:
     # Watch before the stream starts, so a busy replica can still answer 503.
     async with request.app[NOTIFIER].watch(uuid) as changed:
         await response.prepare(request)
-        while True:
-            changed.clear()
-            fresh = await broker.store.history(uuid, sent)
-            for index, item in enumerate(fresh, start=sent):
-                name = "component" if item.component else "transition"
-                data = json.dumps(
-                    {
-                        "from": item.source,
-                        "to": item.target,
-                        "cause": item.cause,
-                        "time": item.time,
-                        **({"component": item.component} if item.component else {}),
-                    }
-                )
-                await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
-            sent += len(fresh)
-            live = await broker.session(uuid, principal(request))
-            if live.phase in lifecycle.FINAL and not await broker.store.history(uuid, sent):
-                break
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
+        try:
+            await _stream(request, response, uuid, sent, changed)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # Too late for a 503: Redis went away mid-stream. Tell the client
+            # when to reconnect (it resumes from Last-Event-ID) and end.
+            await response.write(f"retry: {RETRY_AFTER * 1000}\n\n".encode())
     await response.write_eof()
     return response
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    uuid: str,
+    sent: int,
+    changed: asyncio.Event,
+) -> None:
+    """Write transitions from number ``sent`` on until the session's last one."""
+    broker = request.app[BROKER]
+    while True:
+        changed.clear()
+        fresh = await broker.store.history(uuid, sent)
+        for index, item in enumerate(fresh, start=sent):
+            name = "component" if item.component else "transition"
+            data = json.dumps(
+                {
+                    "from": item.source,
+                    "to": item.target,
+                    "cause": item.cause,
+                    "time": item.time,
+                    **({"component": item.component} if item.component else {}),
+                }
+            )
+            await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
+        sent += len(fresh)
+        live = await broker.session(uuid, principal(request))
+        if live.phase in lifecycle.FINAL and not await broker.store.history(uuid, sent):
+            return
+        try:
+            await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE)
+        except TimeoutError:
+            await response.write(b": keepalive\n\n")
 
 
 @routes.get("/sessions/{uuid}/log")

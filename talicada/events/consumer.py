@@ -33,6 +33,7 @@ import structlog
 
 from talicada import constants
 from talicada.events.bus import Bus, Delivery, backoff
+from talicada.outage import Outage
 
 __all__ = ["Consumer", "ConsumerStats", "Handler", "OnDeadLetter"]
 
@@ -110,6 +111,8 @@ class Consumer:
         self._log: _Logger = structlog.get_logger("talicada.events").bind(
             stream=stream, group=group, consumer=consumer_name
         )
+        #: The bus being away: logged once per outage, retried with growing pauses.
+        self._outage = Outage("bus", self._log, base=0.2, cap=retry_max.total_seconds() / 12)
 
     async def run(self, stop: asyncio.Event, *, grace: timedelta | None = None) -> None:
         """Consume until ``stop`` is set, then wait for the handlers in flight.
@@ -147,15 +150,22 @@ class Consumer:
 
     async def _claim(self, free: int, stop: asyncio.Event) -> list[Delivery]:
         try:
-            return await self.bus.receive(
+            received = await self.bus.receive(
                 self.stream, self.group, self.consumer_name, count=free, block_ms=self.block_ms
             )
-        except Exception:
-            # A bus outage must not end the worker: log, pause, try again.
-            self._log.exception("event.receive_failed")
+        except Exception as error:
+            # A bus outage must not end the worker: pause, try again; the
+            # outage is logged when it starts and when it ends, not per try.
+            pause = self._outage.failed(error)
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.retry_base.total_seconds())
+                await asyncio.wait_for(stop.wait(), pause)
+            if "NOGROUP" in str(error):
+                # Redis came back without its data (no AOF): make the group again.
+                with suppress(Exception):
+                    await self.bus.ensure_group(self.stream, self.group)
             return []
+        self._outage.recovered()
+        return received
 
     async def _run(self, delivery: Delivery, slot: asyncio.Semaphore) -> None:
         log = self._log.bind(

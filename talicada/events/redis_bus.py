@@ -32,6 +32,8 @@ from talicada import constants
 from talicada.events import _lua
 from talicada.events.bus import DeadLetter, Delivery, decode_or_reason
 from talicada.events.envelope import Event, encode
+from talicada.redisconn import PoolOptions
+from talicada.redisconn import client as redis_client
 from talicada.schema.iso8601 import format_instant
 
 __all__ = ["RedisBus"]
@@ -105,9 +107,14 @@ class RedisBus:
         self._cursors: dict[tuple[str, str], str] = {}
 
     @classmethod
-    async def connect(cls, url: str, **options: Any) -> RedisBus:
-        """A bus on the Redis at ``url``; fails fast when it does not answer."""
-        client = aioredis.Redis.from_url(url, decode_responses=False)
+    async def connect(
+        cls, url: str, *, pool: PoolOptions | None = None, **options: Any
+    ) -> RedisBus:
+        """A bus on the Redis at ``url``; fails fast when it does not answer.
+
+        ``pool`` bounds the connection pool (:mod:`talicada.redisconn`).
+        """
+        client = redis_client(url, pool)
         await client.ping()
         return cls(client, **options)
 

@@ -246,6 +246,46 @@ def _yaml_error_message(exc: yaml.YAMLError) -> str:
     return "invalid YAML: " + " ".join(str(exc).split())
 
 
+def _within_limits(text: str, limits: Limits, new_loader: Callable[[str], YamlLoader]) -> None:
+    """Refuse a body with too many nodes, too deep, or with aliases, from its parse events.
+
+    Composing builds a node per key and value before anything could count
+    them, which for 60,000 keys costs the event loop about a second. The
+    events come first and one at a time, so this pass stops at the first
+    node past the limit; only a body within it is composed (a second parse,
+    bounded by the limits).
+    """
+    loader: Any = new_loader(text)
+    nodes, depth = 0, 0
+    anchors: dict[str, Any] = {}  # anchor → where its node starts
+    # Keys are nodes here but not items in Limits, so allow one key per item.
+    most = 2 * limits.max_items + 1
+    try:
+        while loader.check_event():
+            event: Any = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                # Point at the anchored node, as the constructor's check does.
+                alias: Any = event
+                mark: Any = anchors.get(alias.anchor, alias.start_mark)
+                raise _RefusedYamlError(None, None, "YAML aliases are not accepted", mark)
+            if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+                anchors[event.anchor] = event.start_mark
+            if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+                nodes += 1
+                if nodes > most:
+                    raise CodecError(
+                        f"the body has more than max_items={limits.max_items} keys and values"
+                    )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > limits.max_depth:
+                    raise depth_error(limits)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
 def _load_single_document(text: str, new_loader: Callable[[str], YamlLoader]) -> object:
     # The pure-Python reader checks the text as soon as the loader is built,
     # so the loader is created inside the caller's error handling.
@@ -265,6 +305,7 @@ def decode_yaml(body: bytes, limits: Limits, loader: Callable[[str], YamlLoader]
     """Decode one YAML document with ``loader`` (one of :data:`LOADERS`)."""
     text = utf8(body)
     try:
+        _within_limits(text, limits, loader)
         return _load_single_document(text, loader)
     except yaml.YAMLError as exc:
         raise CodecError(_yaml_error_message(exc)) from None

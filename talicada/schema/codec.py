@@ -145,7 +145,7 @@ def decode(body: bytes, media: MediaType, limits: Limits = _DEFAULT_LIMITS) -> o
     elif media is MediaType.YAML:
         data = _yaml.decode_yaml(body, limits, _YAML_LOADERS[-1])
     else:
-        data = _xml.decode_xml(body)
+        data = _xml.decode_xml(body, limits)
     _limits.require_object(data)
     _limits.enforce_limits(data, limits)
     return data

@@ -105,6 +105,11 @@ COMPONENT_MESSAGE: Final = ("info:component", "{component}: {text}")
 PROGRESS: Final = ("info:progress", "{done} of {total} bytes staged")
 CHECKSUM: Final = ("info:checksum", "sha256 {digest} {path}")
 NOT_FOUND: Final = ("error:not-found", "no {what} with uuid {uuid}")
+UNAVAILABLE: Final = (
+    "error:unavailable",
+    "the broker cannot answer now: {reason}; try again in {retry} seconds",
+)
+TIMED_OUT: Final = ("error:timed-out", "{what} took longer than {seconds} seconds")
 
 
 def make(
@@ -141,6 +146,22 @@ class Conflict(RequestInvalid):
     """A well-formed update that the session's current state does not allow (409)."""
 
     status = 409
+
+
+class RequestTimeout(RequestInvalid):
+    """The client took too long to send its request (408)."""
+
+    status = 408
+
+
+class Unavailable(RequestInvalid):
+    """A fine request the broker cannot serve just now (503, with ``Retry-After``)."""
+
+    status = 503
+
+    def __init__(self, messages: list[MessageItem], *, retry_after: int = 5) -> None:
+        super().__init__(messages)
+        self.retry_after = retry_after
 
 
 class NotFound(RequestInvalid):

@@ -21,6 +21,7 @@ import msgspec
 
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
+from talicada.schema.controls import control_characters
 from talicada.schema.dialects import canonical_update, detect, to_canonical
 from talicada.schema.kinds import Dialect
 from talicada.schema.messages import MessageItem, RequestInvalid
@@ -112,6 +113,13 @@ def _field(path: str, reason: str) -> MessageItem:
     return msg.make(msg.INVALID_FIELD, path=path, reason=reason)
 
 
+def _refuse_control_characters(doc: dict[str, Any]) -> None:
+    """RequestInvalid naming every field with a control character (see :mod:`.controls`)."""
+    problems = [_field(path, reason) for path, reason in control_characters(doc)]
+    if problems:
+        raise RequestInvalid(problems[:20])
+
+
 def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequest:
     """Validate a decoded request body; raises RequestInvalid with every reason.
 
@@ -119,6 +127,7 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
     """
     if not isinstance(doc, dict):
         raise RequestInvalid([_field("$", "the request must be an object")])
+    _refuse_control_characters(doc)
     dialect = detect(doc)
     canonical = to_canonical(doc, dialect)
     try:
@@ -418,6 +427,7 @@ def parse_update(doc: object, *, lax: bool = False) -> AnyUpdate:
     """Validate a decoded update body (bare or wrapped, any dialect)."""
     if not isinstance(doc, dict):
         raise RequestInvalid([_field("$", "the update must be an object")])
+    _refuse_control_characters(doc)
     canonical = canonical_update(doc)
     try:
         update: AnyUpdate = msgspec.convert(canonical, AnyUpdate, strict=not lax)

@@ -36,6 +36,8 @@ from talicada.events.bus import Bus
 from talicada.events.envelope import encode as encode_event
 from talicada.events.redis_bus import RedisBus
 from talicada.events.streams import LIFECYCLE
+from talicada.redisconn import PoolOptions
+from talicada.redisconn import client as redis_client
 from talicada.schema.model import SessionPhase
 
 log = structlog.get_logger("talicada.store")
@@ -90,9 +92,19 @@ class RedisStore:
         self._rebuild = client.register_script(_script("rebuild"))
 
     @classmethod
-    async def connect(cls, url: str, *, prefix: str = "talicada", **options: Any) -> RedisStore:
-        """A store on the Redis at ``url``; fails fast when it does not answer."""
-        client = aioredis.Redis.from_url(url, decode_responses=False)
+    async def connect(
+        cls,
+        url: str,
+        *,
+        prefix: str = "talicada",
+        pool: PoolOptions | None = None,
+        **options: Any,
+    ) -> RedisStore:
+        """A store on the Redis at ``url``; fails fast when it does not answer.
+
+        ``pool`` bounds the connection pool (:mod:`talicada.redisconn`).
+        """
+        client = redis_client(url, pool)
         await client.ping()
         store = cls(client, prefix=prefix, **options)
         # A deployment upgraded from the per-slot calendar keeps its bookings.
@@ -363,6 +375,12 @@ class RedisStore:
             if after is not None:
                 candidates = [row for row in candidates if row < after.key]
             sessions = await self.sessions([uuid for _, uuid in candidates])
+            gone = [uuid for (_, uuid), live in zip(candidates, sessions, strict=True) if not live]
+            if gone:
+                # Their keys expired after the retention period: drop them from
+                # the index too (only here, where it is known that they are gone).
+                await self.client.zrem(key, *gone)
+                offset -= len(gone)  # the rows after them moved up
             more = len(rows) == batch
             for index, (row, live) in enumerate(zip(candidates, sessions, strict=True)):
                 last = row

@@ -26,12 +26,13 @@ end
 redis.call('HSET', session, 'phase', ARGV[2], 'doc', ARGV[3])
 redis.call('HINCRBY', session, 'v', 1)
 local i = 13
-local count = tonumber(ARGV[i]); i = i + 1
-for _ = 1, count do redis.call('RPUSH', history, ARGV[i]); i = i + 1 end
-count = tonumber(ARGV[i]); i = i + 1
-for _ = 1, count do redis.call('ZADD', timers, tonumber(ARGV[i + 1]), ARGV[i]); i = i + 2 end
-count = tonumber(ARGV[i]); i = i + 1
-for _ = 1, count do redis.call('ZREM', timers, ARGV[i]); i = i + 1 end
+-- 'n', not 'count': that name is the shared calendar helper (common.lua).
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('RPUSH', history, ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('ZADD', timers, tonumber(ARGV[i + 1]), ARGV[i]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('ZREM', timers, ARGV[i]); i = i + 1 end
 for k = 7, #KEYS do
   redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', field, ARGV[i]); i = i + 1
 end

@@ -7,9 +7,12 @@
 --       cores, memory, expires ms, created ms, first history record,
 --       lifecycle event, expiry timer name), then per platform (capacity cores, capacity memory),
 --       then stream maxlen and stream field.
--- Returns 0 when saved, or the number (1-based) of the first offer that no
--- longer fits, in which case nothing was written.
+-- Returns 0 when saved (or saved before), or the number (1-based) of the first
+-- offer that no longer fits, in which case nothing was written.
 local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Saved already: this is a retry of a call whose reply was lost (a dropped
+-- connection). Holding again would count the capacity twice.
+if redis.call('HEXISTS', KEYS[1], 'doc') == 1 then return 0 end
 local FIELDS = 12
 local platform_keys = 2 + offers * 3
 local capacity_args = 4 + offers * FIELDS
@@ -49,9 +52,9 @@ for i = 1, offers do
   redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
   redis.call('RPUSH', KEYS[k + 2], record)
   redis.call('ZADD', KEYS[2], expires, timer)
+  -- Never pruned here by age: a session booked far ahead lives long after it
+  -- was created. Entries whose session has expired are dropped when listed.
   redis.call('ZADD', KEYS[k + 3], created, uuid)
-  -- Sessions past retention have expired keys: keep the owner's index to match.
-  redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', '(' .. (created - retention))
   announce(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV], event)
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1])
