@@ -21,7 +21,7 @@ from talicada import constants
 from talicada.broker import lifecycle
 from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, principal, respond
 from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
-from talicada.broker.records import LiveSession
+from talicada.broker.records import LiveSession, Transition
 from talicada.broker.render import session_doc
 from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
@@ -31,6 +31,8 @@ routes = web.RouteTableDef()
 
 #: Seconds between SSE comments that keep idle connections open through proxies.
 KEEPALIVE = 15.0
+#: Most seconds a long poll waits for a wake-up before it re-reads the session anyway.
+RECHECK = 5.0
 
 
 def _wait_param(request: web.Request) -> float | None:
@@ -58,18 +60,17 @@ async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveS
     broker = request.app[BROKER]
     deadline = time.monotonic() + wait
     async with request.app[NOTIFIER].watch(uuid) as changed:
+        # Re-read once after subscribing, so a change in between is not missed.
+        live = await broker.session(uuid, principal(request))
         while live.phase == phase and live.phase not in lifecycle.FINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            changed.clear()
-            # Re-read after subscribing so a change in between is not missed;
-            # the bounded wait also covers a lost wake-up.
-            live = await broker.session(uuid, principal(request))
-            if live.phase != phase:
-                break
+            # Wait holding no Redis connection: the notifier wakes us. The
+            # bounded wait also covers a lost wake-up (one read per RECHECK).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, RECHECK))
+            changed.clear()
             live = await broker.session(uuid, principal(request))
     return live
 
@@ -93,9 +94,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     sent = int(resume) + 1 if re.fullmatch(r"[0-9]{1,9}", resume) else 0
     # Watch before the stream starts, so a busy replica can still answer 503.
     async with request.app[NOTIFIER].watch(uuid) as changed:
+        # The first read too: a Redis that cannot answer is still a 503 here.
+        fresh = await broker.store.history(uuid, sent)
         await response.prepare(request)
         try:
-            await _stream(request, response, uuid, sent, changed)
+            await _stream(request, response, uuid, sent, changed, fresh)
         except Exception as error:
             if not is_unavailable(error):
                 raise
@@ -112,12 +115,11 @@ async def _stream(
     uuid: str,
     sent: int,
     changed: asyncio.Event,
+    fresh: list[Transition],
 ) -> None:
-    """Write transitions from number ``sent`` on until the session's last one."""
+    """Write ``fresh`` (transitions from number ``sent`` on), then the rest as they come."""
     broker = request.app[BROKER]
     while True:
-        changed.clear()
-        fresh = await broker.store.history(uuid, sent)
         for index, item in enumerate(fresh, start=sent):
             name = "component" if item.component else "transition"
             data = json.dumps(
@@ -138,6 +140,8 @@ async def _stream(
             await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE)
         except TimeoutError:
             await response.write(b": keepalive\n\n")
+        changed.clear()
+        fresh = await broker.store.history(uuid, sent)
 
 
 @routes.get("/sessions/{uuid}/log")
