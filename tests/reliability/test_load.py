@@ -29,7 +29,6 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from talicada.broker import http as broker_http
 from talicada.broker.app import create_app, server_timeouts
 from talicada.broker.keys import BROKER
 from talicada.broker.store import Store
@@ -215,7 +214,9 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(tmp_path: Path, redis
             assert isinstance(store, RedisStore)
             key = f"{settings.key_prefix}:nothing"
             # Every connection busy for a second (blocking pops on an empty list).
-            blockers = [asyncio.create_task(store.client.blpop([key], timeout=1)) for _ in range(4)]
+            blockers = [
+                asyncio.ensure_future(store.client.blpop([key], timeout=1)) for _ in range(4)
+            ]
             await asyncio.sleep(0.2)
             uuid = "00000000-0000-4000-8000-000000000000"
             response = await client.get(f"/sessions/{uuid}")
@@ -326,7 +327,7 @@ async def test_huge_bodies_are_refused_after_bounded_work_off_the_event_loop(
         threads.append(threading.current_thread().name)
         return decode(data, media, codec.Limits(max_bytes=4 << 20))
 
-    monkeypatch.setattr(broker_http.codec, "decode", watched)
+    monkeypatch.setattr(codec, "decode", watched)
     response = await client.post("/requests", data=body, headers={"Content-Type": content_type})
     message = (await response.json())["messages"][0]["message"]
     assert response.status == 400
