@@ -150,8 +150,11 @@ def server_timeouts(settings: Settings) -> dict[str, Any]:
     aiohttp's keep-alive timer starts when a connection opens and again when
     each response ends, and closes the connection if no complete request head
     has arrived by then: one knob bounds both idle and slowloris connections.
+    After an early answer (a 408 for a slow body, a 413) aiohttp reads what is
+    left of the body before closing, for at most ``lingering_time``; two
+    seconds bound that for a client that keeps trickling.
     """
-    return {"keepalive_timeout": settings.http_idle_timeout}
+    return {"keepalive_timeout": settings.http_idle_timeout, "lingering_time": 2.0}
 
 
 def callback_secret(settings: Settings) -> bytes:

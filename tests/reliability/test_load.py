@@ -285,7 +285,7 @@ async def test_a_body_sent_too_slowly_is_a_408(served: tuple[str, int]) -> None:
         b"POST /requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"exec'
     )
-    answer = await _closed_within(reader, 5)
+    answer = await _closed_within(reader, 10)  # after lingering for the rest of the body
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"sending the request body took longer than 0.5 seconds" in answer
