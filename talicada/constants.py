@@ -44,6 +44,15 @@ SESSION_RETENTION = timedelta(days=30)
 #: between its reading the calendar and holding it (each retry sees the new
 #: state, so it only fails to settle under a sustained storm); then 503.
 PLAN_DEADLINE = timedelta(seconds=10)
+#: Most calendar change points (starts and ends of other bookings) one offer's
+#: booking may span. Holding or growing a booking costs a Lua call per change
+#: point it spans, and every replica and worker waits while a script runs:
+#: this keeps each script to about a millisecond. The planner looks for
+#: windows under this; the scripts refuse beyond twice it (their own safety net,
+#: never reached by what the planner offers).
+BOOKING_POINTS = 128
+#: Most change points one read of a calendar returns (the store reads in pages).
+USAGE_PAGE = 512
 #: Approximate length cap of every event stream (``XADD … MAXLEN ~``), entries.
 #: Bounds Redis memory; a backlog longer than this would be trimmed unread (and
 #: its pending entries dropped on reclaim), so it must exceed any plausible backlog.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from talicada.broker.calendar import Entry, Slots, Steps
+from talicada.constants import BOOKING_POINTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,11 @@ def _first_fit(
     boundary, a candidate that does not fit jumps past the last stretch of
     the calendar that blocked it: every start before that would overlap it
     too. So the search costs the stretches it passes, not the minutes.
+
+    A booking may span at most ``constants.BOOKING_POINTS`` change points
+    (holding it costs one store operation per point): a window spanning more
+    is blocked up to the end of the stretch after which it would span few
+    enough.
     """
     room = (capacity[0] - demand.cores[0], capacity[1] - demand.memory[0])
     candidate = start
@@ -118,9 +124,14 @@ def _first_fit(
         low, high = booking(candidate, demand.preparation, demand.duration, demand.release, slots)
         blocked_until: int | None = None
         peak_cores = peak_memory = 0
-        for _, end, cores, memory in usage.segments(low, high):
+        segments = list(usage.segments(low, high))
+        spanned = len(segments) - 1  # change points strictly inside the booking
+        if spanned > BOOKING_POINTS:
+            # Any start before this stretch ends keeps BOOKING_POINTS + 1 points.
+            blocked_until = segments[spanned - BOOKING_POINTS - 1][1]
+        for _, end, cores, memory in segments:
             if cores > room[0] or memory > room[1]:
-                blocked_until = end
+                blocked_until = max(end, blocked_until or end)
             peak_cores, peak_memory = max(peak_cores, cores), max(peak_memory, memory)
         if blocked_until is None:
             return (

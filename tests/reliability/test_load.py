@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,11 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from talicada import constants
 from talicada.broker.app import create_app, server_timeouts
+from talicada.broker.calendar import Entry, Slots, Steps
 from talicada.broker.keys import BROKER
+from talicada.broker.planner import Demand, plan
 from talicada.broker.store import Store
 from talicada.broker.store.redis import RedisStore
 from talicada.schema import codec
@@ -370,3 +374,59 @@ async def test_line_breaks_stay_allowed_in_free_text(client: Client) -> None:
     }
     response = await client.post("/requests", json=request)
     assert response.status == 200, await response.text()
+
+
+# -- bounded store work: no Lua script long enough to stall the others --------
+
+
+def test_no_offer_spans_more_change_points_than_a_script_may_touch() -> None:
+    """A crowded stretch of calendar is planned around, not booked across."""
+    slots = Slots(60)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    demand = Demand(
+        cores=(1, 1),
+        memory=(1, 1),
+        duration=timedelta(hours=10),
+        preparation=timedelta(0),
+        release=timedelta(0),
+        earliest=now,
+        latest=now + timedelta(days=2),
+    )
+    usage = Steps.empty()
+    first = slots.floor(now)
+    # 400 one-minute bookings every other minute: 800 change points in 13 hours.
+    for index in range(400):
+        usage.add(Entry("p", first + 2 * index, first + 2 * index + 1, 1, 1))
+    windows = plan(demand, usage, (100, 100), slots, "p", 4)
+    assert windows, "room is free after the crowded stretch"
+    for window in windows:
+        spanned = len(list(usage.segments(window.entry.first, window.entry.last))) - 1
+        assert spanned <= constants.BOOKING_POINTS, (window.available, spanned)
+    # The first offer starts as early as the limit allows, not after the whole stretch.
+    assert windows[0].entry.first < first + 800
+
+
+async def test_the_calendar_is_read_in_pages_that_add_up_to_one_read(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"talicada-test-{uuid.uuid4().hex}"
+    store = await RedisStore.connect(redis_url, prefix=prefix)
+    try:
+        key = store.keys.calendar_points("p")
+        levels = {slot: (slot % 7, slot % 5) for slot in range(10, 400, 3)}
+        await store.client.zadd(key, {f"{s}|{c}|{m}": s for s, (c, m) in levels.items()})
+        whole = await store.usage("p", 0, 1000)
+        monkeypatch.setattr(constants, "USAGE_PAGE", 4)
+        paged = await store.usage("p", 0, 1000)
+        assert (paged.points, paged.cores, paged.memory) == (
+            whole.points,
+            whole.cores,
+            whole.memory,
+        )
+        assert len(whole.points) == len(levels) + 1  # the level at 0, then every point
+        monkeypatch.setattr(constants, "USAGE_PAGE", len(levels))  # exactly one full page
+        exact = await store.usage("p", 0, 1000)
+        assert exact.points == whole.points
+    finally:
+        await unlink_prefix(redis_url, prefix)
+        await store.close()

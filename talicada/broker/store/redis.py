@@ -53,6 +53,7 @@ _transition_decoder = msgspec.json.Decoder(Transition)
 def _script(name: str) -> str:
     lua = resources.files("talicada.broker.store").joinpath("lua")
     common = lua.joinpath("common.lua").read_text(encoding="utf-8")
+    common = common.replace("{{MAX_SPANNED}}", str(2 * constants.BOOKING_POINTS))
     return common + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
@@ -115,9 +116,25 @@ class RedisStore:
         return await script(keys=keys, args=args)
 
     async def usage(self, platform: str, first: int, last: int) -> Usage:
-        flat = await self._run(self._usage, [self.keys.calendar_points(platform)], [first, last])
-        numbers = [int(value) for value in flat]
-        return Usage(numbers[0::3], numbers[1::3], numbers[2::3])
+        # In pages of USAGE_PAGE points, each page one short script; a page
+        # starts at the last point of the one before (its level is that point's).
+        key = [self.keys.calendar_points(platform)]
+        page = constants.USAGE_PAGE
+        slots: list[int] = []
+        cores: list[int] = []
+        memory: list[int] = []
+        start = first
+        while True:
+            numbers = [
+                int(value) for value in await self._run(self._usage, key, [start, last, page])
+            ]
+            skip = 3 if slots else 0  # the page's first entry repeats the last point read
+            slots += numbers[skip::3]
+            cores += numbers[skip + 1 :: 3]
+            memory += numbers[skip + 2 :: 3]
+            if len(numbers) // 3 - 1 < page:
+                return Usage(slots, cores, memory)
+            start = numbers[-3]
 
     async def migrate_calendars(self) -> int:
         """Rebuild every calendar still kept as one counter per slot; how many there were."""

@@ -66,12 +66,20 @@ local function count(points, first, last, cores, memory, sign)
   tidy(points, first)
 end
 
--- Whether cores and memory more fit in every slot of [first, last).
+-- Most change points a booking may span (constants.BOOKING_POINTS, doubled):
+-- count() costs a call per point, and nothing else runs meanwhile.
+local MAX_SPANNED = {{MAX_SPANNED}}
+
+-- Whether cores and memory more fit in every slot of [first, last), spanning
+-- no more than MAX_SPANNED change points.
 local function fits(points, first, last, cores, memory, cap_cores, cap_memory)
   if first >= last then return true end
   local used_cores, used_memory = level(points, first, true)
   if used_cores + cores > cap_cores or used_memory + memory > cap_memory then return false end
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', points, '(' .. first, '(' .. last)) do
+  local inside = redis.call('ZRANGEBYSCORE', points, '(' .. first, '(' .. last,
+    'LIMIT', 0, MAX_SPANNED + 1)
+  if #inside > MAX_SPANNED then return false end
+  for _, member in ipairs(inside) do
     local _, point_cores, point_memory = parse_point(member)
     if point_cores + cores > cap_cores or point_memory + memory > cap_memory then
       return false
