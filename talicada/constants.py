@@ -159,6 +159,11 @@ class Keys:
         """Hash of what one back end follows on one platform (``skaha:canfar``)."""
         return f"{self.prefix}:ledger:{name}"
 
+    def federation(self, kind: str, uuid: str) -> str:
+        """String: an aggregator's record of an ``offerset`` or ``session`` it
+        forwards to a site, or the ``accepted`` offer of one of its offer sets."""
+        return f"{self.prefix}:federation:{kind}:{{{uuid}}}"
+
     def stream_retries(self, role: str, group: str) -> str:
         """Sorted set of one group's message ids awaiting a retry, scored by due time (ms)."""
         return f"{self.prefix}:stream:{role}:retry:{group}"

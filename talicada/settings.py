@@ -22,6 +22,7 @@ from msgspec import Meta
 
 from talicada import constants
 from talicada.events.streams import Role
+from talicada.federation.config import FederationSettings, RemotePlatform
 from talicada.redisconn import PoolOptions
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -269,6 +270,8 @@ class Settings(_Frozen, frozen=True):
     the offer planner (seconds for durations).
     max_body_bytes: largest request body accepted.
     platforms: the execution platforms (default: one ``local``).
+    remote_platforms: remote brokers this one aggregates (``[[platforms]]``
+    tables with ``remote``; docs/ARCHITECTURE.md §12), and ``federation`` how.
     """
 
     host: str = "127.0.0.1"
@@ -320,6 +323,8 @@ class Settings(_Frozen, frozen=True):
     #: Seconds a client may take to send a request body once its headers arrived.
     http_body_timeout: Seconds = 30.0
     platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
+    remote_platforms: list[RemotePlatform] = msgspec.field(default_factory=list)
+    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
 
     @property
     def redis_pool(self) -> PoolOptions:
@@ -394,6 +399,7 @@ def load(
         if variable in environ:
             values[setting] = environ[variable]
     values.update({key: value for key, value in overrides.items() if value is not None})
+    _split_remote_platforms(values)
     try:
         # Environment values are strings; lax conversion turns "8082" into 8082.
         settings = msgspec.convert(values, Settings, strict=False)
@@ -401,6 +407,21 @@ def load(
         raise SettingsError(f"invalid setting: {_setting_path(str(error))}") from error
     _check_platforms(settings)
     return settings
+
+
+def _split_remote_platforms(values: dict[str, Any]) -> None:
+    """Move ``[[platforms]]`` tables with ``remote`` into ``remote_platforms``.
+
+    Operators write a remote broker as one more platform; the code keeps it
+    apart so that nothing that runs local platforms has to skip it.
+    """
+    tables = values.get("platforms")
+    if not isinstance(tables, list):
+        return
+    remote = [t for t in tables if isinstance(t, dict) and "remote" in t]
+    if remote:
+        values["platforms"] = [t for t in tables if not (isinstance(t, dict) and "remote" in t)]
+        values["remote_platforms"] = [*values.get("remote_platforms", []), *remote]
 
 
 def _setting_path(message: str) -> str:
@@ -415,6 +436,7 @@ def _check_platforms(settings: Settings) -> None:
     from talicada.schema.kinds import KINDS, Family
 
     names = [platform.name for platform in settings.platforms]
+    names += [remote.name for remote in settings.remote_platforms]
     if not names:
         raise SettingsError("invalid setting: platforms: at least one platform is needed")
     if len(set(names)) != len(names):

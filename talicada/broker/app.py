@@ -33,6 +33,7 @@ from talicada.broker.routes import routes
 from talicada.broker.service import Broker, Clock, utc_now
 from talicada.broker.store import Store
 from talicada.broker.ui import setup_ui
+from talicada.federation import web as federation
 from talicada.settings import Settings, SettingsError
 
 log = structlog.get_logger("talicada.app")
@@ -91,7 +92,10 @@ def create_app(
         middlewares=[
             measured(metrics),
             errors_middleware,
+            federation.faults_middleware(settings),
             auth_middleware(tokens, OPEN_PATHS),
+            federation.trust_middleware(settings),
+            federation.forwarding_middleware(),
         ],
     )
     app[METRICS] = metrics
@@ -141,6 +145,7 @@ def create_app(
 
     app.cleanup_ctx.append(state)
     app.cleanup_ctx.append(background)
+    federation.setup(app)  # GET /capabilities; the aggregator when remote platforms are set
     return app
 
 

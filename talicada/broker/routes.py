@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from talicada import __version__
 from talicada.broker.http import base_url, path_uuid, principal, read_body, respond
 from talicada.broker.keys import BROKER, METRICS, OPENAPI, SETTINGS, STARTED
 from talicada.broker.metrics import exposition
@@ -17,7 +16,6 @@ from talicada.broker.watch import long_poll
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
-from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
 from talicada.schema.messages import RequestInvalid
 from talicada.schema.model import SessionPhase
 from talicada.schema.validation import parse_request, parse_update
@@ -148,51 +146,6 @@ async def list_sessions(request: web.Request) -> web.Response:
         page["cursor"] = cursor
         page["next"] = str(request.rel_url.update_query(cursor=cursor))
     return respond(request, page, root="sessions")
-
-
-@routes.get("/capabilities")
-async def capabilities(request: web.Request) -> web.Response:
-    """What this broker can do: dialects, kinds, platforms and their limits."""
-    settings = request.app[SETTINGS]
-    return respond(
-        request,
-        {
-            "service": "talicada",
-            "version": __version__,
-            "dialects": [dialect.value for dialect in Dialect],
-            "kinds": {
-                family.value: [uri_for(family, name, Dialect.V1_0) for name in names]
-                for family, names in KINDS.items()
-                if family is not Family.SESSION
-            },
-            "platforms": [
-                {
-                    "name": p.name,
-                    "launcher": p.launcher,
-                    "executables": [
-                        uri_for(Family.EXECUTABLE, k, Dialect.V1_0) for k in p.executables
-                    ],
-                    "data": [uri_for(Family.DATA, k, Dialect.V1_0) for k in p.data],
-                    "data_schemes": p.data_schemes,
-                    "cores": p.cores,
-                    "memory": p.memory,
-                    "max_cores": p.session_cores,
-                    "max_memory": p.session_memory,
-                }
-                for p in settings.platforms
-            ],
-            "offers": {
-                "max": settings.max_offers,
-                "ttl": iso8601.format_duration(
-                    iso8601.parse_duration(f"PT{settings.offer_ttl:g}S")
-                ),
-            },
-            "endpoints": sorted(
-                {resource.canonical for resource in request.app.router.resources()}
-            ),
-        },
-        root="capabilities",
-    )
 
 
 @routes.get("/availability")

@@ -79,6 +79,11 @@ PLATFORM_UNAVAILABLE: Final = (
     "error:platform-unavailable",
     "platform {platform} cannot make offers now: {reason}",
 )
+SITE_UNAVAILABLE: Final = (
+    "error:site-unavailable",
+    "site {site} gave no answer: {reason}",
+)
+SITE_REFUSES: Final = ("error:site-refuses", "site {site} refused: {reason}")
 COST_LIMIT: Final = (
     "error:cost-limit",
     "platform {platform} would cost at least {cost}, above the maximum {max}",
