@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class Federation:
         return running
 
     async def aggregator(
-        self, name: str, sites: list[Running | RemotePlatform], **overrides: Any
+        self, name: str, sites: Sequence[Running | RemotePlatform], **overrides: Any
     ) -> Running:
         """A broker whose only platforms are ``sites``."""
         remotes = [
