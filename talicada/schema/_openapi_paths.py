@@ -288,7 +288,8 @@ def paths() -> dict[str, Any]:
         ),
         "/capabilities": _service(
             "getCapabilities",
-            "Describe the dialects, kinds and platforms this broker supports.",
+            "Describe the dialects, kinds, limits and platforms (remote ones with their "
+            "sites' platforms) of this broker; Cache-Control max-age says how long it holds.",
             {"200": _ok("The capabilities.", ref("Capabilities"))},
         ),
         "/availability": _service(

@@ -198,19 +198,45 @@ def _service_schemas() -> dict[str, Any]:
                     "description": "Kind URIs (v1.0 spelling) by family.",
                     "additionalProperties": strings(),
                 },
+                "limits": {
+                    "type": "object",
+                    "description": "Limits on every request to this broker.",
+                    "properties": {
+                        "body_bytes": {"type": "integer"},
+                        "long_poll": {"type": "string", "description": "ISO 8601 duration"},
+                    },
+                },
                 "platforms": array(
                     {
                         "type": "object",
+                        "description": (
+                            "A platform this broker makes offers on. A remote one (another "
+                            "broker it aggregates) has remote: true and lists its site's "
+                            "platforms, or reachable: false when they are not known now."
+                        ),
                         "properties": {
                             "name": {"type": "string"},
                             "launcher": {"type": "string"},
                             "executables": strings(),
                             "data": strings(),
                             "data_schemes": strings(),
+                            "data_hosts": strings(),
                             "cores": {"type": "integer"},
                             "memory": {"type": "integer", "description": "GiB"},
                             "max_cores": {"type": "integer"},
                             "max_memory": {"type": "integer", "description": "GiB"},
+                            "max_duration": {
+                                "type": "string",
+                                "description": "ISO 8601 duration",
+                            },
+                            "core_hour_price": {"type": "number"},
+                            "remote": {"type": "boolean"},
+                            "reachable": {"type": "boolean"},
+                            "platforms": {
+                                "type": "array",
+                                "description": "The site's own platforms (same shape).",
+                                "items": {"type": "object"},
+                            },
                         },
                     }
                 ),
@@ -220,6 +246,13 @@ def _service_schemas() -> dict[str, Any]:
                         "max": {"type": "integer"},
                         "ttl": {"type": "string", "description": "ISO 8601 duration"},
                     },
+                },
+                "ttl": {
+                    "type": "string",
+                    "description": (
+                        "ISO 8601 duration this description stays true "
+                        "(also Cache-Control: max-age)"
+                    ),
                 },
                 "endpoints": strings(),
             },
