@@ -371,7 +371,7 @@ def _index(app: web.Application) -> Index:
 
     store = app[BROKER].store
     if isinstance(store, RedisStore):
-        return RedisIndex(store.client, app[SETTINGS].key_prefix)
+        return RedisIndex(store.client, store.keys.prefix)
     return MemoryIndex()
 
 
