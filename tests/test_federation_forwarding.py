@@ -271,3 +271,46 @@ async def test_an_aggregator_with_its_own_platform_merges_it_with_its_sites(
     for uuid in local:
         await eventually_phase(mixed, uuid, "REJECTED")
     assert (await wait_final(mixed.client, chosen))[-1] == "COMPLETED"
+
+
+# -- direct, and faults ------------------------------------------------------------------------
+
+
+async def test_direct_at_the_aggregator_accepts_the_best_offer_of_all_sites(
+    federation: Federation,
+) -> None:
+    """``POST /direct`` answers with the accepted session, located at the aggregator."""
+    sites = [await federation.site(name) for name in ("a", "b")]
+    aggregator = await federation.aggregator("agg", sites)
+    response = await aggregator.client.post("/direct", json=ping())
+    assert response.status == 200, await response.text()
+    session = await response.json()
+    uuid = session["meta"]["uuid"]
+    assert session["phase"] == "ACCEPTED"
+    assert response.headers["Location"] == f"{aggregator.url}/sessions/{uuid}"
+    assert (await wait_final(aggregator.client, uuid))[-1] == "COMPLETED"
+    owner = await owner_of(uuid, sites)
+    assert await phase_at(sites[0] if owner == "a" else sites[1], uuid) == "COMPLETED"
+
+
+async def test_faults_are_obeyed_only_where_enabled(federation: Federation) -> None:
+    """A site that drops the connection is named like a stopped one; a broker without
+    fault injection ignores the header; a malformed fault is a 400 naming the header."""
+    testing = await federation.site("a", federation={"fault_injection": True})
+    production = await federation.site("b")
+    aggregator = await federation.aggregator(
+        "agg", [testing, production], federation={"fault_injection": True, "timeout": 2}
+    )
+    body = await offers(aggregator.client, ping(), **{"X-Talicada-Fault": "drop; site=a"})
+    missing = [m["values"]["site"] for m in body["meta"]["messages"]]
+    assert missing == ["a"]
+    assert {await owner_of(o["meta"]["uuid"], [production]) for o in body["offers"]} == {"b"}
+    ignored = await production.client.post(
+        "/requests", json=ping(), headers={"X-Talicada-Fault": "status=503"}
+    )
+    assert ignored.status == 200
+    bad = await testing.client.post(
+        "/requests", json=ping(), headers={"X-Talicada-Fault": "status=200"}
+    )
+    assert bad.status == 400
+    assert (await bad.json())["messages"][0]["values"]["path"] == "X-Talicada-Fault"

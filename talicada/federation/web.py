@@ -37,7 +37,7 @@ from talicada.schema.codec import MediaType
 from talicada.schema.kinds import Dialect
 from talicada.schema.messages import RequestInvalid
 from talicada.schema.model import EnumValueUpdate
-from talicada.schema.validation import parse_request, parse_update
+from talicada.schema.validation import ValidRequest, parse_request, parse_update
 from talicada.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -174,7 +174,7 @@ def forwarding_middleware() -> Middleware:
     return forward
 
 
-async def _valid(request: web.Request) -> tuple[object, bytes, str]:
+async def _valid(request: web.Request) -> tuple[ValidRequest, bytes, str]:
     decoded, media = await read_body(request)
     valid = parse_request(decoded, now=request.app[BROKER].clock(), lax=media is MediaType.XML)
     content_type = request.headers.get(hdrs.CONTENT_TYPE) or "application/json"
@@ -184,7 +184,7 @@ async def _valid(request: web.Request) -> tuple[object, bytes, str]:
 async def _create(request: web.Request, aggregator: Aggregator) -> web.StreamResponse:
     valid, body, content_type = await _valid(request)
     answer = await aggregator.request(
-        valid,  # type: ignore[arg-type]
+        valid,
         body,
         content_type,
         identity(request),
@@ -201,7 +201,7 @@ async def _direct(request: web.Request, aggregator: Aggregator) -> web.StreamRes
     valid, body, content_type = await _valid(request)
     caller = identity(request)
     answer = await aggregator.request(
-        valid,  # type: ignore[arg-type]
+        valid,
         body,
         content_type,
         caller,
