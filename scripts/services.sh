@@ -3,7 +3,8 @@
 # to use them as `export NAME=value` lines on stdout (everything else goes to stderr):
 #
 #     eval "$(scripts/services.sh)"      # ensure + export (what scripts/test.sh does)
-#     scripts/services.sh stop           # stop the servers *this script* started
+#     scripts/services.sh stop           # stop the Redis/Mosquitto *this checkout* started
+#     scripts/services.sh stop-slurm     # stop the machine's shared test Slurm
 #
 # For each service: if something already answers at the configured URL, use it.
 # Otherwise start our own on a private port, with state/logs under <repo>/var/
@@ -13,11 +14,13 @@
 #          own server: redis://127.0.0.1:6391/0, var/redis/
 #   MQTT   TALICADA_TEST_MQTT_URL  (default mqtt://127.0.0.1:1883)
 #          own server: mosquitto on mqtt://127.0.0.1:1884, var/mosquitto/
-#   Slurm  TALICADA_TEST_SLURM=1 (and SLURM_CONF for our own cluster) when `sinfo`
-#          answers; own cluster: munged + slurmctld + slurmd on this host (one
-#          node; config, state, logs in var/slurm/), installed from Debian's
-#          slurm-wlm and munge when missing and we are root. Without a Slurm the
-#          Slurm tests fail, saying how to start one; the other tests still run.
+#   Slurm  TALICADA_TEST_SLURM=1 when `sinfo` answers with a node up; otherwise,
+#          as root, the machine's one-node cluster: munged + slurmctld + slurmd,
+#          installed from Debian's slurm-wlm and munge when missing, config in
+#          /etc/slurm/slurm.conf (where the commands look), state in
+#          /var/lib/talicada-slurm, logs in /var/log/talicada-slurm. Every
+#          checkout on the machine shares it (`stop-slurm` stops it). Without a
+#          Slurm the Slurm tests fail, saying how to start one.
 #   Chromium  /usr/bin/chromium for the dashboard's browser tests, installed from
 #          Debian's chromium package when missing and we are root.
 #
@@ -264,29 +267,41 @@ EOF
 }
 
 # ---------------------------------------------------------------- Slurm ---
+#
+# One cluster per MACHINE, shared by every checkout (worktrees, CI's clean
+# clone): its config is where Slurm's commands look by default
+# (/etc/slurm/slurm.conf), and its state and logs are in system directories,
+# never inside a checkout that may be deleted. A checkout that finds `sinfo`
+# answering uses that cluster; a machine-wide lock makes two checkouts starting
+# at once start one cluster, not two on the same ports.
 
-SLURM_DIR="$VAR_DIR/slurm"
-OWN_SLURM_CONF="$SLURM_DIR/slurm.conf"
+SLURM_CONF_PATH=/etc/slurm/slurm.conf
+SLURM_HOME=/var/lib/talicada-slurm
+SLURM_LOGS=/var/log/talicada-slurm
+SLURM_LOCK=/run/lock/talicada-slurm.lock
+#: The first line of a config we wrote: only such a config is ever rewritten.
+SLURM_MARK="# talicada one-node test cluster (scripts/services.sh)"
 SLURM_WAIT_SECONDS=60
 
-# Does a Slurm controller answer `sinfo` (through SLURM_CONF=$1 when given)?
-slurm_answers() {
-    if [[ -n "${1:-}" ]]; then
-        [[ -f "$1" ]] || return 1
-        SLURM_CONF="$1" timeout 5 sinfo -h -o %T >/dev/null 2>&1
-    else
-        timeout 5 sinfo -h -o %T >/dev/null 2>&1
-    fi
-}
+# Does a Slurm controller answer `sinfo` (with the default config, or $SLURM_CONF)?
+slurm_answers() { timeout 5 sinfo -h -o %T >/dev/null 2>&1; }
 
-# Is our one node up to run jobs (idle, or already running some)?
+# Is a node up to run jobs (idle, or already running some)?
 slurm_node_ready() {
-    local state
-    state="$(SLURM_CONF="$OWN_SLURM_CONF" timeout 5 sinfo -h -N -o %T 2>/dev/null)" || return 1
-    [[ "$state" == idle* || "$state" == mixed* || "$state" == allocated* ]]
+    local states
+    states="$(timeout 5 sinfo -h -N -o %T 2>/dev/null)" || return 1
+    [[ "$states" =~ (idle|mixed|allocated|completing) ]]
 }
 
 munge_answers() { timeout 5 munge -n </dev/null 2>/dev/null | timeout 5 unmunge >/dev/null 2>&1; }
+
+# Is the process named in pidfile $1 running as command $2?
+pidfile_running() {
+    local pid
+    [[ -f "$1" ]] || return 1
+    pid="$(tr -dc '0-9' <"$1")"
+    [[ -n "$pid" && "$(ps -o comm= -p "$pid" 2>/dev/null || true)" == "$2"* ]]
+}
 
 ensure_munged() {
     munge_answers && return 0
@@ -299,8 +314,8 @@ ensure_munged() {
     # Debian's service unit makes the socket directory; without systemd we do.
     install -d -o munge -g munge -m 0755 /run/munge
     log "Slurm: starting munged"
-    if ! start_daemon "$SLURM_DIR/munged.out" runuser -u munge -- munged; then
-        show_log "$SLURM_DIR/munged.out"
+    if ! start_daemon "$SLURM_LOGS/munged.out" runuser -u munge -- munged; then
+        show_log "$SLURM_LOGS/munged.out"
         die "munged failed to start"
     fi
     wait_until "$START_WAIT_SECONDS" munge_answers ||
@@ -309,33 +324,35 @@ ensure_munged() {
 
 # The smallest slurm.conf for one node: this host with all its CPUs and most of
 # its memory; no cgroups (containers rarely have them); the job-completion log
-# is what `sacct -c` reads (no slurmdbd); the schedulers look every second.
+# is what `sacct -c` reads (no slurmdbd); the schedulers look every second;
+# ended jobs stay in squeue for MinJobAge seconds.
 write_slurm_conf() {
     local host cpus mem_mb
     host="$(hostname -s)"
     cpus="$(nproc)"
     mem_mb="$(free -m | awk '/^Mem:/ {print int($2 * 0.9)}')"
-    mkdir -p "$SLURM_DIR/state" "$SLURM_DIR/spool"
-    cat >"$OWN_SLURM_CONF" <<EOF
-# Generated by scripts/services.sh for the test-suite; rewritten on every start.
+    mkdir -p "$(dirname "$SLURM_CONF_PATH")" "$SLURM_HOME/state" "$SLURM_HOME/spool"
+    cat >"$SLURM_CONF_PATH.tmp" <<EOF
+$SLURM_MARK
+# Rewritten whenever that script starts the cluster; state in $SLURM_HOME, logs in $SLURM_LOGS.
 ClusterName=talicada-test
 SlurmctldHost=$host(127.0.0.1)
-SlurmUser=$(id -un)
+SlurmUser=root
 SlurmctldPort=6917
 SlurmdPort=6918
 AuthType=auth/munge
-StateSaveLocation=$SLURM_DIR/state
-SlurmdSpoolDir=$SLURM_DIR/spool
-SlurmctldPidFile=$SLURM_DIR/slurmctld.pid
-SlurmdPidFile=$SLURM_DIR/slurmd.pid
-SlurmctldLogFile=$SLURM_DIR/slurmctld.log
-SlurmdLogFile=$SLURM_DIR/slurmd.log
+StateSaveLocation=$SLURM_HOME/state
+SlurmdSpoolDir=$SLURM_HOME/spool
+SlurmctldPidFile=$SLURM_HOME/slurmctld.pid
+SlurmdPidFile=$SLURM_HOME/slurmd.pid
+SlurmctldLogFile=$SLURM_LOGS/slurmctld.log
+SlurmdLogFile=$SLURM_LOGS/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc=$SLURM_DIR/jobcomp.txt
+JobCompLoc=$SLURM_HOME/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
@@ -344,26 +361,67 @@ SchedulerParameters=sched_interval=1,bf_interval=1
 MpiDefault=none
 ReturnToService=2
 MinJobAge=300
+MaxJobCount=100000
 KillWait=2
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    mv "$SLURM_CONF_PATH.tmp" "$SLURM_CONF_PATH"
 }
 
-# Export TALICADA_TEST_SLURM=1 when a Slurm answers, or when we could start one.
+# Start the machine's cluster (we hold the machine-wide lock).
+start_slurm() {
+    ensure_binary slurmctld slurm-wlm TALICADA_TEST_SLURM
+    ensure_binary munged munge TALICADA_TEST_SLURM
+    if [[ -f "$SLURM_CONF_PATH" ]] && [[ "$(head -n 1 "$SLURM_CONF_PATH")" != "$SLURM_MARK" ]]; then
+        die "$SLURM_CONF_PATH is not ours and its Slurm does not answer; start that Slurm" \
+            "(sinfo must answer) or move the file away so that a test cluster can be set up"
+    fi
+    mkdir -p "$SLURM_HOME" "$SLURM_LOGS"
+    ensure_munged
+    if ! pidfile_running "$SLURM_HOME/slurmctld.pid" slurmctld; then
+        stop_pidfile "$SLURM_HOME/slurmd.pid" slurmd
+        write_slurm_conf
+        log "Slurm: starting slurmctld (config $SLURM_CONF_PATH, logs in $SLURM_LOGS/)"
+        # -c: start clean, with no jobs or node state left from an earlier cluster.
+        if ! start_daemon "$SLURM_LOGS/slurmctld.out" slurmctld -c; then
+            show_log "$SLURM_LOGS/slurmctld.out"
+            show_log "$SLURM_LOGS/slurmctld.log"
+            die "slurmctld failed to start"
+        fi
+    fi
+    if ! wait_until "$SLURM_WAIT_SECONDS" slurm_answers; then
+        show_log "$SLURM_LOGS/slurmctld.log"
+        die "slurmctld did not answer within ${SLURM_WAIT_SECONDS}s"
+    fi
+    if ! pidfile_running "$SLURM_HOME/slurmd.pid" slurmd; then
+        log "Slurm: starting slurmd"
+        if ! start_daemon "$SLURM_LOGS/slurmd.out" slurmd; then
+            show_log "$SLURM_LOGS/slurmd.out"
+            show_log "$SLURM_LOGS/slurmd.log"
+            die "slurmd failed to start"
+        fi
+    fi
+    if ! wait_until "$SLURM_WAIT_SECONDS" slurm_node_ready; then
+        show_log "$SLURM_LOGS/slurmd.log"
+        show_log "$SLURM_LOGS/slurmctld.log"
+        die "the Slurm node did not come up within ${SLURM_WAIT_SECONDS}s"
+    fi
+    log "Slurm: one node ($(hostname -s), $(nproc) CPUs) is up"
+}
+
+# Export TALICADA_TEST_SLURM=1 when a Slurm answers, or once we started one.
 ensure_slurm() {
-    if command -v sinfo >/dev/null 2>&1; then
-        if [[ -z "${SLURM_CONF:-}" ]] && slurm_answers; then
-            log "Slurm: using the cluster sinfo answers for"
-            emit_export TALICADA_TEST_SLURM 1
-            return
-        fi
-        if slurm_answers "$OWN_SLURM_CONF"; then
-            log "Slurm: using our own cluster already running ($OWN_SLURM_CONF)"
-            emit_export SLURM_CONF "$OWN_SLURM_CONF"
-            emit_export TALICADA_TEST_SLURM 1
-            return
-        fi
+    if command -v sinfo >/dev/null 2>&1 && slurm_answers && slurm_node_ready; then
+        log "Slurm: using the cluster sinfo answers for (${SLURM_CONF:-default config})"
+        emit_export TALICADA_TEST_SLURM 1
+        return
+    fi
+    if [[ -n "${SLURM_CONF:-}" ]]; then
+        # Not fatal: the other tests still run, and the Slurm tests fail saying why.
+        log "WARNING: SLURM_CONF=$SLURM_CONF is set but its Slurm does not answer" \
+            "(or has no node up); the Slurm tests will fail"
+        return
     fi
     if [[ "$(id -u)" -ne 0 ]]; then
         # Not fatal: the other tests still run, and the Slurm tests fail saying why.
@@ -371,36 +429,16 @@ ensure_slurm() {
             "the Slurm tests will fail. Run as root, or start Slurm and make sinfo answer."
         return
     fi
-    ensure_binary slurmctld slurm-wlm TALICADA_TEST_SLURM
-    ensure_binary munged munge TALICADA_TEST_SLURM
-    mkdir -p "$SLURM_DIR"
-    ensure_munged
-    write_slurm_conf
-    stop_pidfile "$SLURM_DIR/slurmd.pid" slurmd
-    stop_pidfile "$SLURM_DIR/slurmctld.pid" slurmctld
-    log "Slurm: starting slurmctld and slurmd (logs: $SLURM_DIR/)"
-    # -c: start clean, with no jobs or node state left from an earlier cluster.
-    if ! start_daemon "$SLURM_DIR/slurmctld.out" slurmctld -c -f "$OWN_SLURM_CONF"; then
-        show_log "$SLURM_DIR/slurmctld.out"
-        show_log "$SLURM_DIR/slurmctld.log"
-        die "slurmctld failed to start"
+    # One checkout at a time past this point, machine-wide; it re-checks first.
+    mkdir -p "$(dirname "$SLURM_LOCK")"
+    exec 8>"$SLURM_LOCK"
+    flock -w 600 8 || die "timed out waiting for $SLURM_LOCK (another checkout starting Slurm?)"
+    if command -v sinfo >/dev/null 2>&1 && slurm_answers && slurm_node_ready; then
+        log "Slurm: another checkout has just started it"
+    else
+        start_slurm
     fi
-    if ! wait_until "$SLURM_WAIT_SECONDS" slurm_answers "$OWN_SLURM_CONF"; then
-        show_log "$SLURM_DIR/slurmctld.log"
-        die "slurmctld did not answer within ${SLURM_WAIT_SECONDS}s"
-    fi
-    if ! start_daemon "$SLURM_DIR/slurmd.out" slurmd -f "$OWN_SLURM_CONF"; then
-        show_log "$SLURM_DIR/slurmd.out"
-        show_log "$SLURM_DIR/slurmd.log"
-        die "slurmd failed to start"
-    fi
-    if ! wait_until "$SLURM_WAIT_SECONDS" slurm_node_ready; then
-        show_log "$SLURM_DIR/slurmd.log"
-        show_log "$SLURM_DIR/slurmctld.log"
-        die "the Slurm node did not come up within ${SLURM_WAIT_SECONDS}s"
-    fi
-    log "Slurm: one node ($(hostname -s), $(nproc) CPUs) is up"
-    emit_export SLURM_CONF "$OWN_SLURM_CONF"
+    exec 8>&-
     emit_export TALICADA_TEST_SLURM 1
 }
 
@@ -450,10 +488,13 @@ main() {
         stop)
             stop_pidfile "$VAR_DIR/redis/redis.pid" redis-server
             stop_pidfile "$VAR_DIR/mosquitto/mosquitto.pid" mosquitto
-            stop_pidfile "$SLURM_DIR/slurmd.pid" slurmd
-            stop_pidfile "$SLURM_DIR/slurmctld.pid" slurmctld
             ;;
-        *) die "usage: $0 [ensure|stop]" ;;
+        stop-slurm)
+            # The machine's cluster: other checkouts may be using it.
+            stop_pidfile "$SLURM_HOME/slurmd.pid" slurmd
+            stop_pidfile "$SLURM_HOME/slurmctld.pid" slurmctld
+            ;;
+        *) die "usage: $0 [ensure|stop|stop-slurm]" ;;
     esac
 }
 

@@ -42,8 +42,11 @@ NO_ADVICE = Advice()
 class Advisor(Protocol):
     """Offer-time facts of one platform's outside service."""
 
-    async def advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
-        """What the service says about ``valid`` (never raises: problems are reasons)."""
+    async def advise(
+        self, platform: PlatformSettings, valid: ValidRequest, owner: str | None = None
+    ) -> Advice:
+        """What the service says about ``valid`` for principal ``owner`` (never raises:
+        problems are reasons)."""
         ...
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from talicada.events.streams import LIFECYCLE, Role, stream
 from talicada.outage import Outage
 from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant
+from talicada.schema.iso8601 import format_instant, parse_instant
 from talicada.schema.model import SessionPhase
 from talicada.settings import PlatformSettings
 
@@ -98,7 +98,16 @@ class Driver:
             if all(part.uuid != report.component for part in components(record.session)):
                 raise engine.ReportRefused(f"session {uuid} has no component {report.component}")
             record = _with_results(record, report, now)
-            return engine.report(record, phase, now, report.component, report.phase, report.message)
+            return engine.report(
+                record, phase, now, report.component, report.phase, report.message, at
+            )
+
+        at = None
+        if report.at is not None:
+            try:
+                at = parse_instant(report.at)
+            except ValueError:
+                log.warning("report.bad_time", session=uuid, at=report.at)
 
         if report.progress is not None and report.digests is None:
             log.info(

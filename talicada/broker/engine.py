@@ -20,7 +20,7 @@ The session phase is derived from its components by :func:`derive`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -112,6 +112,10 @@ class Change:
         return self.phase in lifecycle.FINAL
 
 
+def _instant(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def _ms(instant: datetime) -> int:
     return int(instant.timestamp() * 1000)
 
@@ -181,10 +185,16 @@ def handles(record: SessionRecord, uuids: list[str] | None = None) -> dict[str, 
 class _Builder:
     """Accumulates one Change; keeps the session phase and history in step."""
 
-    def __init__(self, record: SessionRecord, phase: SessionPhase, now: datetime) -> None:
+    def __init__(
+        self, record: SessionRecord, phase: SessionPhase, now: datetime, at: datetime | None = None
+    ) -> None:
         self.change = Change(record=record, phase=phase)
+        #: When the step runs: timers count from it.
         self.now = now
-        self.time = format_instant(now)
+        #: When what it records happened (a service's own time, never in the
+        #: future nor before the offer was made): transitions and messages say it.
+        self.at = now if at is None else max(min(at, now), _instant(record.created))
+        self.time = format_instant(self.at)
 
     def emit(self, role: str, kind: type[Event], component: str | None, **fields: Any) -> None:
         """Publish an event of ``kind`` about ``component`` to the workers of ``role``."""
@@ -214,7 +224,7 @@ class _Builder:
             item = msg.make(
                 msg.COMPONENT_MESSAGE,
                 "ERROR" if phase == "FAILED" else "INFO",
-                now=self.now,
+                now=self.at,
                 component=component.name,
                 text=message,
             )
@@ -408,9 +418,14 @@ def report(
     component_id: str,
     target: ComponentPhase,
     message: str | None = None,
+    at: datetime | None = None,
 ) -> Change:
-    """Apply a worker's report that a component reached ``target``, then what follows."""
-    build = _Builder(record, phase, now)
+    """Apply a worker's report that a component reached ``target``, then what follows.
+
+    ``at``: when the service says it happened (a Slurm job's real start): the
+    transitions it causes are dated then, so a late start moves the actual times.
+    """
+    build = _Builder(record, phase, now, at)
     found = {c.uuid: c for c in build.components()}.get(component_id)
     if found is None:
         raise ReportRefused(f"session {record.uuid} has no component {component_id}")
@@ -494,6 +509,7 @@ def _maybe_launch(build: _Builder) -> None:
             ends=format_instant(window_end(build.change.record)),
             starts=format_instant(window_start(build.change.record)),
             handles=handles(build.change.record),
+            owner=build.change.record.owner,
         ),
     )
 

@@ -127,7 +127,9 @@ class Broker:
                 reasons.extend(problems)
             else:
                 feasible.append(platform)
-        advice = await asyncio.gather(*(self._advise(platform, valid) for platform in feasible))
+        advice = await asyncio.gather(
+            *(self._advise(platform, valid, owner) for platform in feasible)
+        )
         for platform, said in zip(feasible, advice, strict=True):
             demand = self._demand(platform, valid, now, said)
             if said.reasons or demand is None:
@@ -206,9 +208,9 @@ class Broker:
             record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
         )
 
-    async def _advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
+    async def _advise(self, platform: PlatformSettings, valid: ValidRequest, owner: str) -> Advice:
         advisor = self.advisors.get(platform.name)
-        return NO_ADVICE if advisor is None else await advisor.advise(platform, valid)
+        return NO_ADVICE if advisor is None else await advisor.advise(platform, valid, owner)
 
     def _no_legal_size(
         self, platform: PlatformSettings, valid: ValidRequest, advice: Advice

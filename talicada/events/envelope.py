@@ -201,6 +201,8 @@ class LaunchBody(_Body, kw_only=True, frozen=True):
     starts: str | None = None
     #: What preparation gave each component (staged paths, the image digest).
     handles: dict[str, Handle] = {}
+    #: The principal the session belongs to (a back end may map it to an account).
+    owner: str | None = None
 
 
 class Launch(Event, tag="executable.launch", kw_only=True, frozen=True):

@@ -39,6 +39,10 @@ class Report(msgspec.Struct, kw_only=True, omit_defaults=True):
     outputs: dict[str, str] | None = None
     #: Platform logs besides stdout/stderr (Skaha's scheduling events), by source.
     logs: dict[str, str] | None = None
+    #: When the outside service says the phase was reached (ISO 8601 instant;
+    #: a batch job's real start or end): the broker dates the transition then,
+    #: not when the report arrived. None: now.
+    at: str | None = None
 
 
 decoder = msgspec.json.Decoder(Report)

@@ -37,8 +37,9 @@ log = structlog.get_logger("talicada.worker.slurm")
 
 #: Job states in which the job's program runs.
 RUNNING = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"})
-#: A start later than the booked one by more than this (seconds) is called late.
-LATE_AFTER = 60.0
+#: A start later than the booked one by more than this (seconds) is called late
+#: in the message (Slurm starts --begin jobs on its next scheduling pass).
+LATE_AFTER = 2.0
 
 
 class Watch(msgspec.Struct, kw_only=True):
@@ -147,9 +148,11 @@ class Cluster:
         """The job runs (or ran): RUNNING, with Slurm's start and its lateness."""
         launch = watch.launch
         assert launch.component is not None
-        started = job.start or datetime.now(UTC)
+        begin = parse_instant(watch.begin)
+        # Slurm prints whole seconds: never before the --begin it was given.
+        started = max(job.start, begin) if job.start else datetime.now(UTC)
         message = f"Slurm job {watch.job_id} started at {format_instant(started)}"
-        late = (started - parse_instant(watch.begin)).total_seconds()
+        late = (started - begin).total_seconds()
         if late > LATE_AFTER:
             message += f", {int(late)} s after the booked start {watch.begin}"
         await self.context.reporter.report(
@@ -160,6 +163,8 @@ class Cluster:
             backend="slurm",
             handle=watch.job_id,
             outputs={"started": format_instant(started)},
+            # The session's actual times are Slurm's, not when we looked.
+            at=format_instant(started),
         )
         watch.started = format_instant(started)
         watch.state = "RUNNING"
@@ -176,7 +181,10 @@ class Cluster:
         output = {"stdout": tail(files.output / "stdout"), "stderr": tail(files.output / "stderr")}
         phase, details = _outcome(watch, job, output)
         if job is not None and job.end is not None:
-            details["outputs"] = {"ended": format_instant(job.end)}
+            # Whole seconds again: never before the start we reported.
+            ended = max(job.end, parse_instant(watch.started)) if watch.started else job.end
+            details["outputs"] = {"ended": format_instant(ended)}
+            details["at"] = format_instant(ended)
         await self.context.reporter.report(
             launch, launch.component, phase, backend="slurm", handle=watch.job_id, **details
         )

@@ -248,8 +248,11 @@ class Advisor:
         """Close the HTTP session."""
         await self._http.close()
 
-    async def advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
-        """Why Skaha cannot run ``valid`` now, and the sizes it accepts."""
+    async def advise(
+        self, platform: PlatformSettings, valid: ValidRequest, owner: str | None = None
+    ) -> Advice:
+        """Why Skaha cannot run ``valid`` now, and the sizes it accepts (one account
+        serves every owner)."""
 
         def refuse(reason: str) -> Advice:
             return Advice([msg.make(msg.PLATFORM_REFUSES, platform=platform.name, reason=reason)])

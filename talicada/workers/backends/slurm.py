@@ -67,11 +67,7 @@ def cli_for(settings: SlurmSettings) -> SlurmCLI:
 
 
 def principal_of(event: Event) -> str | None:
-    """The user the session is for, when the event carries it.
-
-    Launch events do not name their session's owner yet; until they do, an
-    account rule that needs ``{principal}`` falls back to Slurm's default.
-    """
+    """The principal the session belongs to (the launch event names it)."""
     owner = getattr(getattr(event, "body", None), "owner", None)
     return owner if isinstance(owner, str) else None
 
@@ -332,8 +328,11 @@ class Advisor:
     async def close(self) -> None:
         """Nothing is held between quotes."""
 
-    async def advise(self, platform: PlatformSettings, valid: ValidRequest) -> Advice:
-        """When Slurm would start ``valid`` (``earliest``), or why it cannot (reasons)."""
+    async def advise(
+        self, platform: PlatformSettings, valid: ValidRequest, owner: str | None = None
+    ) -> Advice:
+        """When Slurm would start ``valid`` for ``owner`` (``earliest``: quoted in the
+        account the rule maps ``owner`` to), or why it cannot (reasons)."""
 
         def refuse(reason: str) -> Advice:
             return Advice([msg.make(msg.PLATFORM_REFUSES, platform=platform.name, reason=reason)])
@@ -348,12 +347,13 @@ class Advisor:
         # The largest size an offer may hold: a smaller job never starts later.
         cores = min(valid.cores[1], platform.session_cores)
         memory = min(valid.memory[1], platform.session_memory)
+        account = self.settings.account_for(owner, self.platform)
         sizes: Advice | None = None
-        quote = await self._quote(cores, memory, duration, begin)
+        quote = await self._quote(cores, memory, duration, begin, account)
         if isinstance(quote, SlurmError) and (cores, memory) != (valid.cores[0], valid.memory[0]):
             # Too big for Slurm, perhaps; the smallest size asked for may still run.
             cores, memory = valid.cores[0], valid.memory[0]
-            quote = await self._quote(cores, memory, duration, begin)
+            quote = await self._quote(cores, memory, duration, begin, account)
             sizes = Advice(cores=(cores,), memory=(memory,))
         if isinstance(quote, SlurmError):
             if quote.transient:
@@ -376,10 +376,15 @@ class Advisor:
         return Advice(earliest=quote)
 
     async def _quote(
-        self, cores: int, memory: int, duration: timedelta, begin: datetime | None
+        self,
+        cores: int,
+        memory: int,
+        duration: timedelta,
+        begin: datetime | None,
+        account: str | None,
     ) -> datetime | SlurmError:
         now = time.monotonic()
-        key = (cores, memory, duration, begin.replace(microsecond=0) if begin else None)
+        key = (cores, memory, duration, begin.replace(microsecond=0) if begin else None, account)
         cached = self._quotes.get(key)
         if cached is not None and now - cached[0] <= self.settings.quote_ttl:
             return cached[1]
@@ -390,8 +395,7 @@ class Advisor:
                 mem_gib=memory,
                 limit=duration,
                 begin=begin if begin and begin > datetime.now(UTC) else None,
-                # No principal at offer time: the rule's account when it needs none.
-                account=self.settings.account_for(None, self.platform),
+                account=account,
                 partition=self.settings.partition,
             )
         except SlurmError as error:

@@ -1,0 +1,154 @@
+"""Sessions on a real Slurm through the broker and the slurm back end.
+
+Needs the one-node Slurm that scripts/test.sh starts (the ``slurm`` fixture
+fails, saying how, when there is none). Every job a test submits is cancelled
+after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from talicada.schema.iso8601 import format_instant, parse_instant
+from tests.conftest import BrokerFactory
+from tests.lifecycle_support import (
+    CANCEL,
+    accept_first,
+    checksum_request,
+    digests_of,
+    expected_digests,
+    task,
+    wait_for_phase,
+)
+from tests.slurm_support import SlurmUnderTest, slurm_answers, slurm_fixture
+
+__all__ = ["slurm_answers", "slurm_fixture"]  # the fixtures these tests use
+
+# The broker's own store matters little here: Redis, as in production.
+pytestmark = pytest.mark.parametrize("store", ["redis"], indirect=True)
+
+
+async def _job_of(client: Any, uuid: str) -> str:
+    """The Slurm job id the session's record names (the launcher's message)."""
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    messages = [m["message"] for m in log["session"]["executable"]["meta"]["messages"]]
+    found = {m.group(1) for m in map(re.compile(r"Slurm job (\d+) ").search, messages) if m}
+    assert len(found) == 1, messages
+    return found.pop()
+
+
+async def test_a_checksum_task_runs_as_a_slurm_job_to_completed_with_its_digests(
+    start_broker: BrokerFactory, slurm: SlurmUnderTest, file_server: str
+) -> None:
+    client = await start_broker(platforms=[slurm.platform()])
+    uuid = await accept_first(client, checksum_request(file_server))
+    assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}, limit=40) == "COMPLETED"
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    # Then the digests the job computed are in the record, by the paths it saw
+    assert digests_of(log) == expected_digests()
+    # and it was one real Slurm job, which accounting knows as COMPLETED
+    job = await _job_of(client, uuid)
+    assert slurm.submitted == [job]
+    assert slurm.sacct(job).startswith("COMPLETED|0:0"), slurm.sacct(job)
+    messages = [m["message"] for m in log["session"]["executable"]["meta"]["messages"]]
+    assert any(f"Slurm job {job} started at" in m for m in messages), messages
+
+
+async def test_cancelling_a_running_slurm_session_removes_its_job(
+    start_broker: BrokerFactory, slurm: SlurmUnderTest
+) -> None:
+    client = await start_broker(platforms=[slurm.platform()])
+    uuid = await accept_first(client, task("delay", duration="PT5M"))
+    assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}, limit=30) == "RUNNING"
+    job = await _job_of(client, uuid)
+    assert job in slurm.listed()
+    response = await client.post(f"/sessions/{uuid}", json=CANCEL)
+    assert response.status == 200, await response.text()
+    assert await wait_for_phase(client, uuid, {"CANCELLED", "FAILED"}) == "CANCELLED"
+    # Then, once the release reported the executable cancelled, squeue no
+    # longer lists the job: it was cancelled, not left to run
+    assert await _executable_phase(client, uuid, {"CANCELLED", "FAILED"}) == "CANCELLED"
+    await slurm.wait_gone(job)
+    assert slurm.sacct(job).startswith("CANCELLED"), slurm.sacct(job)
+
+
+async def test_offers_on_a_full_node_start_no_earlier_than_slurm_says(
+    make_client: Any, slurm: SlurmUnderTest, tmp_path: Path
+) -> None:
+    # Given the one node filled by a long job
+    filler = await slurm.sleeper(tmp_path, cpus=os.cpu_count() or 1, minutes=10)
+    await slurm.wait_state(filler, {"RUNNING"})
+    client = await make_client(platforms=[slurm.platform()])
+    # When a request comes for a job of one core
+    request = task("ping")
+    request["compute"] = {
+        "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/compute/simple-compute-resource-1.0",
+        "cores": {"min": 1, "max": 1},
+        "memory": {"min": 1, "max": 1},
+    }
+    quote = await slurm.cli.test_only(cpus=1, mem_gib=1, limit=timedelta(minutes=2))
+    assert quote > datetime.now(UTC) + timedelta(minutes=5)  # Slurm waits for the filler
+    body = await (await client.post("/requests", json=request)).json()
+    assert body["result"] == "YES", body
+    # Then no offer starts before Slurm's own quote
+    for offer in body["offers"]:
+        start = parse_instant(offer["schedule"]["available"]["start"].split("/")[0])
+        assert start >= quote - timedelta(seconds=1), (offer["schedule"], quote)
+    # and a request that must start within two minutes gets NO, in Slurm's words
+    soon = dict(request, schedule={"requested": {"duration": "PT2M", "start": _within(120)}})
+    body = await (await client.post("/requests", json=soon)).json()
+    assert body["result"] == "NO", body
+    (message,) = [m["message"] for m in body["meta"]["messages"]]
+    assert "sbatch --test-only" in message, message
+    assert format_instant(quote)[:16] in message, message
+
+
+async def test_what_slurm_would_never_run_is_refused_in_its_words(
+    make_client: Any, slurm: SlurmUnderTest
+) -> None:
+    # A platform that claims more cores than the one node has
+    client = await make_client(platforms=[slurm.platform(cores=512)])
+    request = task("ping")
+    request["compute"] = {
+        "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/compute/simple-compute-resource-1.0",
+        "cores": {"min": 256, "max": 256},
+    }
+    body = await (await client.post("/requests", json=request)).json()
+    assert body["result"] == "NO", body
+    messages = [m["message"] for m in body["meta"]["messages"]]
+    assert any("Slurm says: " in m and "node configuration" in m for m in messages), messages
+    # and a container, with no container runtime configured, is refused saying so
+    container = {
+        "executable": {
+            "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/docker-container-1.0",
+            "image": {"locations": ["docker.io/library/alpine:3"]},
+        },
+        "schedule": {"requested": {"duration": "PT2M"}},
+    }
+    body = await (await client.post("/requests", json=container)).json()
+    assert body["result"] == "NO", body
+    messages = [m["message"] for m in body["meta"]["messages"]]
+    assert any("no container runtime" in m for m in messages), messages
+
+
+async def _executable_phase(client: Any, uuid: str, phases: set[str], limit: float = 15) -> str:
+    """Poll the session log until its executable is in one of ``phases``."""
+    phase = ""
+    for _ in range(int(limit / 0.1)):
+        log = await (await client.get(f"/sessions/{uuid}/log")).json()
+        phase = log["session"]["executable"]["phase"]
+        if phase in phases:
+            return str(phase)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the executable of {uuid} is {phase}, wanted {phases}")
+
+
+def _within(seconds: int) -> str:
+    return f"{format_instant(datetime.now(UTC).replace(microsecond=0))}/PT{seconds}S"
