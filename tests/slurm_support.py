@@ -64,6 +64,20 @@ class SlurmUnderTest:
         out = _sync(["squeue", "--me", "-h", "-o", "%i"])
         return set(out.split())
 
+    def accounts(self, job_ids: list[str]) -> set[str]:
+        """The Slurm accounts jobs ``job_ids`` are charged to (squeue)."""
+        return set(
+            _sync(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%a"]).split()
+        )
+
+    def scontrol(self, *args: str) -> None:
+        """Run ``scontrol`` as an administrator would (it must succeed)."""
+        subprocess.run(["scontrol", *args], capture_output=True, timeout=20, check=True)
+
+    def scancel(self, job_ids: list[str]) -> None:
+        """Cancel jobs behind the broker's back, as a user or an admin would."""
+        _sync(["scancel", *job_ids])
+
     async def wait_gone(self, job_id: str, limit: float = 10) -> None:
         """Poll squeue (bounded) until it no longer lists ``job_id`` as live.
 

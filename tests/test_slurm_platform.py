@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from talicada.schema.iso8601 import format_instant, parse_instant
+from talicada.workers.backends.slurm import job_name
 from tests.conftest import BrokerFactory
 from tests.lifecycle_support import (
+    ACCEPT,
     CANCEL,
     accept_first,
     checksum_request,
@@ -125,14 +127,7 @@ async def test_what_slurm_would_never_run_is_refused_in_its_words(
     messages = [m["message"] for m in body["meta"]["messages"]]
     assert any("Slurm says: " in m and "node configuration" in m for m in messages), messages
     # and a container, with no container runtime configured, is refused saying so
-    container = {
-        "executable": {
-            "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/docker-container-1.0",
-            "image": {"locations": ["docker.io/library/alpine:3"]},
-        },
-        "schedule": {"requested": {"duration": "PT2M"}},
-    }
-    body = await (await client.post("/requests", json=container)).json()
+    body = await (await client.post("/requests", json=_container())).json()
     assert body["result"] == "NO", body
     messages = [m["message"] for m in body["meta"]["messages"]]
     assert any("no container runtime" in m for m in messages), messages
@@ -152,3 +147,83 @@ async def _executable_phase(client: Any, uuid: str, phases: set[str], limit: flo
 
 def _within(seconds: int) -> str:
     return f"{format_instant(datetime.now(UTC).replace(microsecond=0))}/PT{seconds}S"
+
+
+async def test_a_late_start_moves_the_actual_times_and_the_time_limit_ends_the_session(
+    start_broker: BrokerFactory, slurm: SlurmUnderTest, tmp_path: Path
+) -> None:
+    client = await start_broker(platforms=[slurm.platform()])
+    body = await (await client.post("/requests", json=task("delay", duration="PT5M"))).json()
+    assert body["result"] == "YES", body
+    offer = body["offers"][0]
+    booked = parse_instant(offer["schedule"]["available"]["start"].split("/")[0])
+    # Given the node filled by another job after the offer was made
+    filler = await slurm.sleeper(tmp_path, cpus=os.cpu_count() or 1, minutes=10)
+    await slurm.wait_state(filler, {"RUNNING"})
+    uuid = offer["meta"]["uuid"]
+    accepted = await client.post(f"/sessions/{uuid}", json=ACCEPT)
+    assert accepted.status == 200, await accepted.text()
+    # so that the session's job waits in Slurm's queue past the booked start
+    job = await _launched(slurm, uuid)
+    assert await slurm.wait_state(job, {"PENDING"}) == "PENDING"
+    await asyncio.sleep(max(0.0, (booked - datetime.now(UTC)).total_seconds()) + 3)
+    slurm.scancel([filler])
+    assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}) == "RUNNING"
+    # Then the session's actual start is the job's real start, as Slurm says it
+    (started,) = {j.start for j in (await slurm.cli.queue()).values() if j.id == job}
+    assert started is not None
+    assert started >= booked + timedelta(seconds=3)
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    running = [h for h in log["history"] if h["to"] == "RUNNING"]
+    assert {h["time"] for h in running} == {format_instant(started)}, running
+    messages = [m["message"] for m in log["session"]["executable"]["meta"]["messages"]]
+    assert any("after the booked start" in m for m in messages), messages
+    # When Slurm stops the job at its time limit (an administrator cut it to now)
+    await asyncio.to_thread(slurm.scontrol, "update", f"JobId={job}", "TimeLimit=0")
+    # (slurmctld enforces time limits every 30 s)
+    assert await wait_for_phase(client, uuid, {"FAILED", "COMPLETED"}, limit=50) == "FAILED"
+    # Then the session ended with that reason, at the time Slurm ended the job
+    assert slurm.sacct(job).startswith("TIMEOUT"), slurm.sacct(job)
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    (failed,) = [h for h in log["history"] if h["to"] == "FAILED" and "component" not in h]
+    assert "stopped by Slurm at its time limit (TIMEOUT)" in failed["cause"], failed
+    ended = (await slurm.cli.accounting([job]))[job].end
+    assert ended is not None
+    assert failed["time"] == format_instant(ended), (failed, ended)
+
+
+async def test_a_container_runs_through_the_configured_runtime_command(
+    start_broker: BrokerFactory, slurm: SlurmUnderTest
+) -> None:
+    # The runtime template here prints what it would run: no container engine needed
+    runtime = "/bin/echo runtime-would-run docker://{image}"
+    client = await start_broker(platforms=[slurm.platform(slurm={"container_runtime": runtime})])
+    uuid = await accept_first(client, _container(command=["echo", "hello"]))
+    assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}, limit=40) == "COMPLETED"
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    # Then the job ran the template with the image, then the container's command
+    stdout = log["output"]["stdout"]
+    assert stdout.strip() == "runtime-would-run docker://docker.io/library/alpine:3 echo hello"
+    job = await _job_of(client, uuid)
+    assert slurm.sacct(job).startswith("COMPLETED|0:0"), slurm.sacct(job)
+
+
+async def _launched(slurm: SlurmUnderTest, uuid: str, limit: float = 20) -> str:
+    """Poll squeue until the launcher has submitted the session's job (by its name)."""
+    for _ in range(int(limit / 0.1)):
+        found = await slurm.cli.find(job_name(uuid))
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no Slurm job was submitted for {uuid}")
+
+
+def _container(**fields: Any) -> dict[str, Any]:
+    return {
+        "executable": {
+            "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/docker-container-1.0",
+            "image": {"locations": ["docker.io/library/alpine:3"]},
+            **fields,
+        },
+        "schedule": {"requested": {"duration": "PT2M"}},
+    }
