@@ -64,11 +64,10 @@ class SlurmUnderTest:
         out = _sync(["squeue", "--me", "-h", "-o", "%i"])
         return set(out.split())
 
-    def accounts(self, job_ids: list[str]) -> set[str]:
-        """The Slurm accounts jobs ``job_ids`` are charged to (squeue)."""
-        return set(
-            _sync(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%a"]).split()
-        )
+    def field(self, job_ids: list[str], field: str) -> set[str]:
+        """What squeue says of jobs ``job_ids`` in format ``field`` (``%a``: account)."""
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", field]
+        return set(_sync(argv).split())
 
     def scontrol(self, *args: str) -> None:
         """Run ``scontrol`` as an administrator would (it must succeed)."""

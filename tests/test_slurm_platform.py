@@ -2,7 +2,11 @@
 
 Needs the one-node Slurm that scripts/test.sh starts (the ``slurm`` fixture
 fails, saying how, when there is none). Every job a test submits is cancelled
-after it.
+after it. Every Slurm command is really run, and counted by the fixture.
+
+The last test drives the launcher's handler directly with 100 launch events:
+100 real jobs, submitted to begin in an hour so that they wait in Slurm's
+queue without holding the node, followed with one squeue per interval.
 """
 
 from __future__ import annotations
@@ -10,14 +14,25 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import uuid as uuids
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from talicada.events.bus import Delivery
+from talicada.events.envelope import Launch, LaunchBody
+from talicada.events.report import Report
 from talicada.schema.iso8601 import format_instant, parse_instant
+from talicada.schema.model import Delay, Metadata, SimpleComputeResource
+from talicada.settings import load
+from talicada.workers.backends import slurm as slurm_backend
+from talicada.workers.backends._shared import MemoryLedger
+from talicada.workers.backends._slurm_cluster import Cluster
 from talicada.workers.backends.slurm import job_name
+from talicada.workers.runtime import Reporter, WorkerContext
 from tests.conftest import BrokerFactory
 from tests.lifecycle_support import (
     ACCEPT,
@@ -34,7 +49,9 @@ from tests.slurm_support import SlurmUnderTest, slurm_answers, slurm_fixture
 __all__ = ["slurm_answers", "slurm_fixture"]  # the fixtures these tests use
 
 # The broker's own store matters little here: Redis, as in production.
-pytestmark = pytest.mark.parametrize("store", ["redis"], indirect=True)
+on_redis = pytest.mark.parametrize("store", ["redis"], indirect=True)
+SESSIONS = 100
+INTERVAL = 0.3
 
 
 async def _job_of(client: Any, uuid: str) -> str:
@@ -46,10 +63,13 @@ async def _job_of(client: Any, uuid: str) -> str:
     return found.pop()
 
 
+@on_redis
 async def test_a_checksum_task_runs_as_a_slurm_job_to_completed_with_its_digests(
     start_broker: BrokerFactory, slurm: SlurmUnderTest, file_server: str
 ) -> None:
-    client = await start_broker(platforms=[slurm.platform()])
+    # A platform with a partition and an account rule (the caller is "anonymous" here)
+    rules = {"partition": "debug", "account": "astro-{principal}"}
+    client = await start_broker(platforms=[slurm.platform(slurm=rules)])
     uuid = await accept_first(client, checksum_request(file_server))
     assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}, limit=40) == "COMPLETED"
     log = await (await client.get(f"/sessions/{uuid}/log")).json()
@@ -61,8 +81,12 @@ async def test_a_checksum_task_runs_as_a_slurm_job_to_completed_with_its_digests
     assert slurm.sacct(job).startswith("COMPLETED|0:0"), slurm.sacct(job)
     messages = [m["message"] for m in log["session"]["executable"]["meta"]["messages"]]
     assert any(f"Slurm job {job} started at" in m for m in messages), messages
+    # in the partition and the account the platform's rule gives the caller
+    assert slurm.field([job], "%P") == {"debug"}
+    assert slurm.field([job], "%a") == {"astro-anonymous"}
 
 
+@on_redis
 async def test_cancelling_a_running_slurm_session_removes_its_job(
     start_broker: BrokerFactory, slurm: SlurmUnderTest
 ) -> None:
@@ -81,6 +105,7 @@ async def test_cancelling_a_running_slurm_session_removes_its_job(
     assert slurm.sacct(job).startswith("CANCELLED"), slurm.sacct(job)
 
 
+@on_redis
 async def test_offers_on_a_full_node_start_no_earlier_than_slurm_says(
     make_client: Any, slurm: SlurmUnderTest, tmp_path: Path
 ) -> None:
@@ -112,6 +137,7 @@ async def test_offers_on_a_full_node_start_no_earlier_than_slurm_says(
     assert format_instant(quote)[:16] in message, message
 
 
+@on_redis
 async def test_what_slurm_would_never_run_is_refused_in_its_words(
     make_client: Any, slurm: SlurmUnderTest
 ) -> None:
@@ -149,6 +175,7 @@ def _within(seconds: int) -> str:
     return f"{format_instant(datetime.now(UTC).replace(microsecond=0))}/PT{seconds}S"
 
 
+@on_redis
 async def test_a_late_start_moves_the_actual_times_and_the_time_limit_ends_the_session(
     start_broker: BrokerFactory, slurm: SlurmUnderTest, tmp_path: Path
 ) -> None:
@@ -192,6 +219,7 @@ async def test_a_late_start_moves_the_actual_times_and_the_time_limit_ends_the_s
     assert failed["time"] == format_instant(ended), (failed, ended)
 
 
+@on_redis
 async def test_a_container_runs_through_the_configured_runtime_command(
     start_broker: BrokerFactory, slurm: SlurmUnderTest
 ) -> None:
@@ -227,3 +255,104 @@ def _container(**fields: Any) -> dict[str, Any]:
         },
         "schedule": {"requested": {"duration": "PT2M"}},
     }
+
+
+# -- following many jobs ------------------------------------------------------
+
+
+class Recorder(Reporter):
+    """A reporter that keeps reports instead of sending them."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    async def send(self, session: str, report: Report) -> None:
+        self.reports.append(report)
+
+    def phases(self, phase: str) -> list[Report]:
+        return [r for r in self.reports if r.phase == phase]
+
+
+def launch(session: str, starts: datetime) -> Delivery:
+    body = LaunchBody(
+        executable=Delay(meta=Metadata(uuid=f"exe-{session}"), duration="PT5M"),
+        compute=SimpleComputeResource(meta=Metadata(uuid=f"cpu-{session}")),
+        starts=format_instant(starts),
+        ends=format_instant(starts + timedelta(minutes=10)),
+        owner="alice",
+    )
+    event = Launch.new(session, component=f"exe-{session}", platform="slurm", body=body)
+    return Delivery(stream="launch:slurm", message_id="1-0", event=event, deliveries=1)
+
+
+async def test_a_hundred_slurm_sessions_cost_one_squeue_per_interval(
+    slurm: SlurmUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = slurm.platform(slurm={"poll_interval": INTERVAL, "account": "astro-{principal}"})
+    settings = msgspec.structs.replace(
+        load(environ={}), platforms=[platform], work_dir=str(tmp_path / "work")
+    )
+    recorder = Recorder()
+    context = WorkerContext(settings, recorder, set(), MemoryLedger())
+    looks: list[float] = []
+    real_poll = Cluster.poll_once
+
+    async def counted_poll(cluster: Cluster) -> None:
+        looks.append(asyncio.get_running_loop().time())
+        await real_poll(cluster)
+
+    monkeypatch.setattr(Cluster, "poll_once", counted_poll)
+    handle = slurm_backend.launcher(context)
+    try:
+        # Given 100 sessions launched on Slurm, to begin in an hour
+        later = datetime.now(UTC) + timedelta(hours=1)
+        sessions = [str(uuids.uuid4()) for _ in range(SESSIONS)]
+        # (several at once, as the worker runtime delivers them)
+        limit = asyncio.Semaphore(8)
+
+        async def one(session: str) -> None:
+            async with limit:
+                await handle(launch(session, later))
+
+        await asyncio.gather(*(one(session) for session in sessions))
+        jobs = {r.handle or "" for r in recorder.phases("AVAILABLE")}
+        assert len(jobs) == SESSIONS
+        assert slurm.calls["sbatch"] == SESSIONS
+        assert set(slurm.submitted) == jobs
+        # (real jobs, waiting in Slurm's queue for their --begin, in the rule's account)
+        queued = await slurm.cli.queue()
+        assert {queued[job].state for job in jobs} == {"PENDING"}
+        assert await asyncio.to_thread(slurm.field, sorted(jobs), "%a") == {"astro-alice"}
+        # When the launcher follows them for a while
+        slurm.calls.clear()
+        first = len(looks)
+        await asyncio.sleep(8 * INTERVAL)
+        # Then each look at all 100 cost one squeue, and no sacct (none ended)
+        polls = len(looks) - first
+        assert polls >= 4, looks
+        assert slurm.calls["squeue"] in (polls, polls + 1), (slurm.calls, polls)
+        assert slurm.calls["sacct"] == 0
+        assert not recorder.phases("RUNNING")
+        assert not recorder.phases("FAILED")
+        # When 20 of them are cancelled outside the broker
+        gone = sorted(jobs)[:20]
+        await asyncio.to_thread(slurm.scancel, gone)
+        slurm.calls.clear()
+        first = len(looks)
+        async with asyncio.timeout(10):
+            while len(recorder.phases("FAILED")) < len(gone):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(3 * INTERVAL)
+        polls = len(looks) - first
+        # Then the looks that saw them ended asked sacct once for all of them
+        assert 1 <= slurm.calls["sacct"] <= polls, (slurm.calls, polls)
+        assert slurm.calls["squeue"] <= polls + 1, (slurm.calls, polls)
+        failed = recorder.phases("FAILED")
+        assert sorted(r.handle or "" for r in failed) == gone
+        assert all("cancelled outside the broker" in (r.message or "") for r in failed)
+        assert slurm.calls["sbatch"] == 0
+        assert slurm.calls["scancel"] == 0
+    finally:
+        context.stopping.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(context.background), return_exceptions=True)

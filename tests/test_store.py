@@ -20,7 +20,7 @@ from talicada.broker.service import Broker
 from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.events.report import Report
-from talicada.schema.iso8601 import parse_interval
+from talicada.schema.iso8601 import format_instant, parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
 from talicada.schema.model import (
     AnyUpdate,
@@ -462,3 +462,42 @@ async def test_a_window_end_that_came_due_before_an_extension_waits_for_the_new_
     assert (await broker.session(uuid, "alice")).phase == "PREPARING"
     soon = int((clock.now + timedelta(minutes=5)).timestamp() * 1000)
     assert f"window-end:{uuid}" not in await store.claim_due(soon, 1, 100)
+
+
+async def test_a_report_dated_by_its_service_dates_the_transitions_it_causes(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"
+    executable = (await broker.session(uuid, "alice")).record.session.executable.meta
+    assert executable is not None
+    assert executable.uuid is not None
+    # Given a batch job that really started 40 s before the launcher saw it
+    clock.now += timedelta(minutes=5)
+    started = clock.now - timedelta(seconds=40)
+    running = Report(
+        delivery="d1",
+        event="e1",
+        component=executable.uuid,
+        phase="RUNNING",
+        at=format_instant(started),
+    )
+    assert await broker.driver.apply(uuid, running) == "ok"
+    # Then the session and the executable went RUNNING when the job started
+    history = await store.history(uuid)
+    assert {t.time for t in history if t.target == "RUNNING"} == {format_instant(started)}
+    # and a time in the future (a skewed clock) is taken as now, never later
+    ended = Report(
+        delivery="d2",
+        event="e2",
+        component=executable.uuid,
+        phase="COMPLETED",
+        at=format_instant(clock.now + timedelta(hours=1)),
+    )
+    assert await broker.driver.apply(uuid, ended) == "ok"
+    history = await store.history(uuid)
+    assert {t.time for t in history if t.target == "RELEASING"} == {format_instant(clock.now)}
