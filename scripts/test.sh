@@ -7,7 +7,8 @@
 # Steps:
 #   1. bootstrap .venv (scripts/_venv.sh: create if missing, `pip install -e '.[test]'`
 #      when pyproject.toml is newer than .venv/.installed-stamp);
-#   2. ensure Redis + Mosquitto and export TALICADA_TEST_{REDIS,MQTT}_URL (scripts/services.sh);
+#   2. ensure Redis, Mosquitto and a one-node Slurm (the machine's, shared by every checkout)
+#      and export TALICADA_TEST_{REDIS,MQTT}_URL and TALICADA_TEST_SLURM (scripts/services.sh);
 #   3. run `ruff check .`, `ruff format --check .`, `mypy`, `pytest [args]`, in that order.
 # All four checks run even if an earlier one fails (so one run shows every problem);
 # set TALICADA_FAIL_FAST=1 to stop at the first failure. The exit status is non-zero

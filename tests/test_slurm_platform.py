@@ -87,7 +87,7 @@ async def test_a_checksum_task_runs_as_a_slurm_job_to_completed_with_its_digests
 
 
 @on_redis
-async def test_cancelling_a_running_slurm_session_removes_its_job(
+async def test_extending_then_cancelling_a_running_slurm_session_moves_then_removes_its_job(
     start_broker: BrokerFactory, slurm: SlurmUnderTest
 ) -> None:
     client = await start_broker(platforms=[slurm.platform()])
@@ -95,6 +95,17 @@ async def test_cancelling_a_running_slurm_session_removes_its_job(
     assert await wait_for_phase(client, uuid, {"RUNNING", "FAILED"}, limit=30) == "RUNNING"
     job = await _job_of(client, uuid)
     assert job in slurm.listed()
+    # Extending the window moves the job's time limit with it (from 2 to 20 minutes)
+    assert slurm.field([job], "%l") == {"2:00"}
+    update = {"kind": "uri:string-value-update", "path": "schedule.available.duration"}
+    response = await client.post(f"/sessions/{uuid}", json={**update, "value": "PT20M"})
+    assert response.status == 200, await response.text()
+    for _ in range(100):
+        if slurm.field([job], "%l") != {"2:00"}:
+            break
+        await asyncio.sleep(0.1)
+    assert slurm.field([job], "%l") == {"20:00"}
+    # and cancelling the session cancels the job
     response = await client.post(f"/sessions/{uuid}", json=CANCEL)
     assert response.status == 200, await response.text()
     assert await wait_for_phase(client, uuid, {"CANCELLED", "FAILED"}) == "CANCELLED"
