@@ -305,6 +305,7 @@ async def test_a_hundred_slurm_sessions_cost_one_squeue_per_interval(
     )
     recorder = Recorder()
     context = WorkerContext(settings, recorder, set(), MemoryLedger())
+    contexts = [context]
     looks: list[float] = []
     real_poll = Cluster.poll_once
 
@@ -363,7 +364,20 @@ async def test_a_hundred_slurm_sessions_cost_one_squeue_per_interval(
         assert all("cancelled outside the broker" in (r.message or "") for r in failed)
         assert slurm.calls["sbatch"] == 0
         assert slurm.calls["scancel"] == 0
+        # When a launcher that remembers nothing gets three of the launches again
+        # (a redelivery after a crash), it submits nothing: it finds their jobs
+        fresh = Recorder()
+        contexts.append(WorkerContext(settings, fresh, set(), MemoryLedger()))
+        again = slurm_backend.launcher(contexts[-1])
+        for session in sessions[-3:]:
+            await again(launch(session, later))
+        assert slurm.calls["sbatch"] == 0
+        by_session = {r.component: r.handle for r in recorder.phases("AVAILABLE")}
+        assert {r.component: r.handle for r in fresh.phases("AVAILABLE")} == {
+            f"exe-{session}": by_session[f"exe-{session}"] for session in sessions[-3:]
+        }
     finally:
-        context.stopping.set()
-        async with asyncio.timeout(10):
-            await asyncio.gather(*list(context.background), return_exceptions=True)
+        for each in contexts:
+            each.stopping.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*list(each.background), return_exceptions=True)
