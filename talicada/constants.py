@@ -53,6 +53,11 @@ PLAN_DEADLINE = timedelta(seconds=10)
 BOOKING_POINTS = 128
 #: Most change points one read of a calendar returns (the store reads in pages).
 USAGE_PAGE = 512
+#: A history key nobody added a sample to for this long is dropped: its
+#: platform, image or source is presumably gone, and its samples too old to trust.
+HISTORY_RETENTION = timedelta(days=30)
+#: History keys whose summaries one broker replica keeps in memory at most.
+HISTORY_CACHE = 4096
 #: Approximate length cap of every event stream (``XADD … MAXLEN ~``), entries.
 #: Bounds Redis memory; a backlog longer than this would be trimmed unread (and
 #: its pending entries dropped on reclaim), so it must exceed any plausible backlog.
@@ -163,6 +168,11 @@ class Keys:
         """String: an aggregator's record of an ``offerset`` or ``session`` it
         forwards to a site, or the ``accepted`` offer of one of its offer sets."""
         return f"{self.prefix}:federation:{kind}:{{{uuid}}}"
+
+    def steps(self, key: str) -> str:
+        """List of recent samples of one history key, newest first, msgpack
+        (``image|<platform>|…``, talicada/broker/history.py); trimmed to the window."""
+        return f"{self.prefix}:steps:{key}"
 
     def stream_retries(self, role: str, group: str) -> str:
         """Sorted set of one group's message ids awaiting a retry, scored by due time (ms)."""

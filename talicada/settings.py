@@ -68,6 +68,39 @@ class Preparation(_Frozen, frozen=True):
     release: Annotated[float, Meta(ge=0)] = 10.0
 
 
+class AnswerTtl(_Frozen, frozen=True):
+    """How long a NO answer stays true, by what caused it (seconds; ``[answer_ttl]``).
+
+    fixed: the platforms' configuration refused it (a kind, a size or duration
+    limit, data it cannot fetch, a price): true until the broker is reconfigured.
+    advice: a back end's service refused it (an image missing from its catalogue).
+    capacity: the calendar was full, or a service did not answer: true only
+    until a hold expires or a session ends, so short.
+    A YES answer stays true until its offers expire (``offer_ttl``).
+    """
+
+    fixed: Annotated[float, Meta(ge=0)] = 3600.0
+    advice: Annotated[float, Meta(ge=0)] = 300.0
+    capacity: Annotated[float, Meta(ge=0)] = 30.0
+
+
+class EstimateSettings(_Frozen, frozen=True):
+    """How preparation is estimated from history (``[estimates]``; docs/ARCHITECTURE.md §10).
+
+    window: recent samples kept per key (Redis and memory alike).
+    min_samples: samples a key needs before its history (or fitted model) is trusted
+    over the configured :class:`Preparation` defaults.
+    quantile: the high quantile quoted as the pessimistic estimate; offers
+    start no earlier than it allows.
+    refresh: seconds a replica reuses what it read of the shared history.
+    """
+
+    window: Annotated[int, Meta(ge=2, le=1000)] = 50
+    min_samples: Annotated[int, Meta(ge=1, le=1000)] = 5
+    quantile: Annotated[float, Meta(ge=0.5, le=1.0)] = 0.9
+    refresh: Annotated[float, Meta(ge=0)] = 10.0
+
+
 class SkahaSettings(_Frozen, frozen=True):
     """How the ``skaha`` launcher reaches a CANFAR Skaha service (``[platforms.skaha]``).
 
@@ -325,6 +358,10 @@ class Settings(_Frozen, frozen=True):
     platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
     remote_platforms: list[RemotePlatform] = msgspec.field(default_factory=list)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    #: How long NO answers stay valid (the ``ttl`` of an offer set, issue 13).
+    answer_ttl: AnswerTtl = msgspec.field(default_factory=AnswerTtl)
+    #: Estimating preparation from the history of finished steps (issue 13).
+    estimates: EstimateSettings = msgspec.field(default_factory=EstimateSettings)
 
     @property
     def redis_pool(self) -> PoolOptions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import cast
 
@@ -19,9 +19,10 @@ import msgspec
 import structlog
 
 from talicada import constants
-from talicada.broker import engine
+from talicada.broker import engine, history
 from talicada.broker.components import add_messages, components, set_progress
 from talicada.broker.engine import Change
+from talicada.broker.history import Sample
 from talicada.broker.records import SessionRecord, Transition
 from talicada.broker.store import Store
 from talicada.events.envelope import Handle
@@ -53,10 +54,13 @@ class Driver:
         store: Store,
         clock: Callable[[], datetime],
         platforms: dict[str, PlatformSettings] | None = None,
+        on_samples: Callable[[list[Sample]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.platforms = platforms or {}
+        #: Given the preparation steps each committed change finished (the history).
+        self.on_samples = on_samples
 
     def route(self, change: Change) -> Change:
         """``change`` with each event's role replaced by the stream of its platform's back end."""
@@ -80,13 +84,18 @@ class Driver:
             if loaded is None:
                 return "missing"
             live, version = loaded
-            change = step(live.record, live.phase, self.clock())
+            now = self.clock()
+            change = step(live.record, live.phase, now)
             if change is None:
                 return "noop"
+            # Times preparation steps and notes each finished one in the record.
+            finished = history.annotate(change, now)
             result = await self.store.commit(uuid, version, self.route(change), delivery)
             if result != "stale":
                 if result == "ok" and change.phase != live.phase:
                     log.info("session.phase", session=uuid, source=live.phase, phase=change.phase)
+                if result == "ok" and finished and self.on_samples is not None:
+                    await self.on_samples(finished)
                 return result
             await asyncio.sleep(0)
         raise RuntimeError(f"session {uuid} changed {ATTEMPTS} times while applying a step")

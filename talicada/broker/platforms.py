@@ -4,10 +4,9 @@ Feasibility (docs/ARCHITECTURE.md §4.2) checks kinds, per-session sizes, data r
 and cost. Each reason a platform cannot run the request becomes a message of
 the ``result: NO`` answer, so a client learns which constraint failed where.
 
-Preparation (docs/ARCHITECTURE.md §4.3) is estimated from configured defaults: image
-caching and data staging run in parallel after storage is allocated, then the
-executable is launched, so the estimate is storage + max(image, slowest data)
-+ launch.
+Preparation (docs/ARCHITECTURE.md §4.3) by the configured defaults alone is
+:func:`preparation`; offers estimate it from history first
+(talicada/broker/estimates.py).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from datetime import timedelta
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_duration
 from talicada.schema.messages import MessageItem
-from talicada.schema.model import AnyData, SimpleDataResource, SkaoDataResource, kind_of
+from talicada.schema.model import AnyData, SimpleDataResource, kind_of
 from talicada.schema.validation import ValidRequest
-from talicada.settings import PlatformSettings
+from talicada.settings import EstimateSettings, PlatformSettings
 
 
 def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[MessageItem]:
@@ -117,27 +116,12 @@ def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[
     return []
 
 
-def _data_size(item: AnyData) -> int | None:
-    if isinstance(item, SimpleDataResource):
-        return item.size
-    if isinstance(item, SkaoDataResource):
-        return item.skao.datasize
-    return None
-
-
 def preparation(platform: PlatformSettings, valid: ValidRequest) -> timedelta:
-    """How long ``platform`` needs from the start of preparation to available."""
-    defaults = platform.preparation
-    image = defaults.image.get(valid.executable_kind, 0.0)
-    slowest = 0.0
-    for item in valid.request.data:
-        staging = defaults.data.get(kind_of(item), 0.0)
-        size = _data_size(item)
-        if size:
-            staging += size / defaults.staging_rate
-        slowest = max(slowest, staging)
-    storage = defaults.storage if valid.request.storage else 0.0
-    return timedelta(seconds=storage + max(image, slowest) + defaults.launch)
+    """How long ``platform`` needs from the start of preparation to available, by
+    its configured defaults alone (offers also use history: talicada/broker/estimates.py)."""
+    from talicada.broker.estimates import quote
+
+    return quote(platform, valid, {}, EstimateSettings()).planned
 
 
 def release(platform: PlatformSettings) -> timedelta:

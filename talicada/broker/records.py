@@ -60,6 +60,9 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     #: What the platform said about the session besides its output (Skaha's
     #: scheduling events, say), by source.
     logs: dict[str, str] = msgspec.field(default_factory=dict)
+    #: When each component now preparing began (epoch ms), to time its step
+    #: (talicada/broker/history.py); dropped when it finishes.
+    started: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class OfferSetRecord(msgspec.Struct, kw_only=True):
@@ -74,6 +77,14 @@ class OfferSetRecord(msgspec.Struct, kw_only=True):
     offers: list[str] = msgspec.field(default_factory=list)
     messages: list[MessageItem] = msgspec.field(default_factory=list)
     name: str | None = None
+    #: Until when (epoch ms) the answer stays true: ``expires`` for YES, the
+    #: shortest-lived reason for NO (talicada/broker/ttl.py). 0 in records made
+    #: before it existed, which then fall back on ``expires``.
+    valid_until: int = 0
+
+    def valid_until_ms(self) -> int:
+        """Until when the answer stays true (epoch ms)."""
+        return self.valid_until or self.expires
 
 
 class Outcome(msgspec.Struct, frozen=True):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 
+from talicada.broker import ttl
 from talicada.broker.records import LiveSession
 from talicada.broker.service import OfferSetView
 from talicada.schema.dialects import render_offerset, render_session
-from talicada.schema.iso8601 import format_instant
+from talicada.schema.iso8601 import format_duration, format_instant
 from talicada.schema.kinds import Dialect
 from talicada.schema.model import ExecutionSession, Metadata, OfferSet
 
@@ -35,8 +37,16 @@ def session_doc(live: LiveSession, base: str) -> dict[str, Any]:
     return render_session(data, Dialect(live.record.dialect))
 
 
-def offerset_doc(view: OfferSetView, base: str) -> dict[str, Any]:
-    """An offer set, with live offers, as its client's dialect spells it."""
+def offerset_ttl(view: OfferSetView, now_ms: int) -> int:
+    """Whole seconds the offer set stays valid from ``now_ms`` (talicada/broker/ttl.py)."""
+    return ttl.remaining(view.record.valid_until_ms(), now_ms)
+
+
+def offerset_doc(view: OfferSetView, base: str, ttl_seconds: int) -> dict[str, Any]:
+    """An offer set, with live offers, as its client's dialect spells it.
+
+    ``ttl_seconds`` is how long it stays valid (:func:`offerset_ttl`).
+    """
     record = view.record
     offerset = OfferSet(
         meta=Metadata(
@@ -48,6 +58,7 @@ def offerset_doc(view: OfferSetView, base: str) -> dict[str, Any]:
         ),
         result="YES" if record.result == "YES" else "NO",
         expires=_instant(record.expires) if record.offers else None,
+        ttl=format_duration(timedelta(seconds=ttl_seconds)),
         offers=[session_model(offer, base) for offer in view.offers],
     )
     return render_offerset(msgspec.to_builtins(offerset), Dialect(record.dialect))

@@ -7,11 +7,13 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from talicada.broker import ttl
 from talicada.broker.http import base_url, path_uuid, principal, read_body, respond
 from talicada.broker.keys import BROKER, METRICS, OPENAPI, SETTINGS, STARTED
 from talicada.broker.metrics import exposition
 from talicada.broker.records import LiveSession
-from talicada.broker.render import offerset_doc, session_doc
+from talicada.broker.render import offerset_doc, offerset_ttl, session_doc
+from talicada.broker.service import OfferSetView
 from talicada.broker.watch import long_poll
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
@@ -35,6 +37,20 @@ async def _valid_request(request: web.Request) -> Any:
     return parse_request(body, now=broker.clock(), lax=media is MediaType.XML)
 
 
+def _offerset_response(
+    request: web.Request, view: OfferSetView, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An offer set with its TTL in the body and in ``Cache-Control`` (talicada/broker/ttl.py)."""
+    now_ms = int(request.app[BROKER].clock().timestamp() * 1000)
+    seconds = offerset_ttl(view, now_ms)
+    return respond(
+        request,
+        offerset_doc(view, _base(request), seconds),
+        root="offers-response",
+        headers={**(headers or {}), hdrs.CACHE_CONTROL: ttl.cache_control(seconds)},
+    )
+
+
 @routes.post("/requests")
 @routes.post("/offersets")
 async def create_offerset(request: web.Request) -> web.Response:
@@ -46,19 +62,14 @@ async def create_offerset(request: web.Request) -> web.Response:
     location = f"{base}/offersets/{view.record.uuid}"
     if "return=minimal" in request.headers.get("Prefer", ""):
         raise web.HTTPSeeOther(location)
-    return respond(
-        request,
-        offerset_doc(view, base),
-        root="offers-response",
-        headers={hdrs.LOCATION: location},
-    )
+    return _offerset_response(request, view, {hdrs.LOCATION: location})
 
 
 @routes.get("/offersets/{uuid}")
 async def get_offerset(request: web.Request) -> web.Response:
     """An offer set with the live phase of each offer."""
     view = await request.app[BROKER].offerset(path_uuid(request), principal(request))
-    return respond(request, offerset_doc(view, _base(request)), root="offers-response")
+    return _offerset_response(request, view)
 
 
 @routes.post("/direct")
@@ -75,7 +86,7 @@ async def direct(request: web.Request) -> web.Response:
         return respond(
             request, session_doc(result, base), root="execution", headers={hdrs.LOCATION: location}
         )
-    return respond(request, offerset_doc(result, base), root="offers-response")
+    return _offerset_response(request, result)
 
 
 @routes.get("/sessions/{uuid}")

@@ -18,13 +18,16 @@ import msgspec
 import structlog
 
 from talicada import constants
-from talicada.broker import engine, lifecycle, platforms, updates
+from talicada.broker import engine, lifecycle, platforms, ttl, updates
 from talicada.broker.advice import NO_ADVICE, Advice, Advisor, legal_floor, legal_range
 from talicada.broker.calendar import Slots
 from talicada.broker.driver import Driver
 from talicada.broker.engine import Change, Rebook
+from talicada.broker.estimates import Quote
+from talicada.broker.estimator import Estimator
 from talicada.broker.offers import NewId, build_offer, new_uuid
 from talicada.broker.planner import Demand, Window, plan, search_range
+from talicada.broker.quoting import quoted_offer
 from talicada.broker.records import (
     Booking,
     LiveSession,
@@ -34,6 +37,7 @@ from talicada.broker.records import (
     Transition,
 )
 from talicada.broker.store import Store
+from talicada.broker.store.samples import MemorySamples, SampleStore
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_duration, format_instant
 from talicada.schema.messages import Conflict, MessageItem, NotFound
@@ -67,6 +71,7 @@ def _ms(instant: datetime) -> int:
 class _Candidate:
     platform: PlatformSettings
     window: Window
+    quote: Quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class _Runnable:
     platform: PlatformSettings
     demand: Demand
     advice: Advice
+    quote: Quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +106,19 @@ class Broker:
         clock: Clock = utc_now,
         new_id: NewId = new_uuid,
         advisors: dict[str, Advisor] | None = None,
+        samples: SampleStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        #: Preparation estimates from the history of finished steps (``samples``).
+        self.estimator = Estimator(samples or MemorySamples(), settings.estimates)
         #: Offer-time advice by platform name, for platforms whose back end gives it.
         self.advisors = advisors or {}
         self.clock = clock
         self.new_id = new_id
         self.slots = Slots(settings.slot)
         self.platforms = {platform.name: platform for platform in settings.platforms}
-        self.driver = Driver(store, clock, self.platforms)
+        self.driver = Driver(store, clock, self.platforms, self.estimator.record)
         #: Serialises this replica's plan-and-hold steps (see :meth:`request`).
         self._planning = asyncio.Lock()
 
@@ -130,12 +139,14 @@ class Broker:
         advice = await asyncio.gather(
             *(self._advise(platform, valid, owner) for platform in feasible)
         )
+        quotes = await self.estimator.quotes(feasible, valid) if feasible else {}
         for platform, said in zip(feasible, advice, strict=True):
-            demand = self._demand(platform, valid, now, said)
+            quote = quotes[platform.name]
+            demand = self._demand(platform, valid, now, said, quote.planned)
             if said.reasons or demand is None:
                 reasons.extend(said.reasons or [self._no_legal_size(platform, valid, said)])
             else:
-                runnable.append(_Runnable(platform, demand, said))
+                runnable.append(_Runnable(platform, demand, said, quote))
         offerset_id = self.new_id()
         deadline = time.monotonic() + constants.PLAN_DEADLINE.total_seconds()
         attempt = 0
@@ -196,6 +207,10 @@ class Broker:
         )
         if not offers:
             record.messages.extend(self._no_capacity(runnable))
+            lasting = ttl.no_ttl(record.messages, self.settings.answer_ttl)
+            record.valid_until = _ms(now + timedelta(seconds=lasting))
+        else:
+            record.valid_until = record.expires
         first = Transition(
             time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
         )
@@ -226,9 +241,17 @@ class Broker:
         )
 
     def _demand(
-        self, platform: PlatformSettings, valid: ValidRequest, now: datetime, advice: Advice
+        self,
+        platform: PlatformSettings,
+        valid: ValidRequest,
+        now: datetime,
+        advice: Advice,
+        preparation: timedelta,
     ) -> Demand | None:
-        """What ``valid`` needs of ``platform``; None when no size it asks for is legal there."""
+        """What ``valid`` needs of ``platform``; None when no size it asks for is legal there.
+
+        ``preparation`` is the pessimistic estimate: no window starts before it allows.
+        """
         cores = legal_range(
             (valid.cores[0], min(valid.cores[1], platform.session_cores)), advice.cores
         )
@@ -237,7 +260,6 @@ class Broker:
         )
         if cores is None or memory is None:
             return None
-        preparation = platforms.preparation(platform, valid)
         duration = valid.duration or timedelta(seconds=self.settings.default_duration)
         earliest = now + preparation
         latest = now + timedelta(seconds=self.settings.default_start_window)
@@ -292,7 +314,7 @@ class Broker:
             )
             for window in windows
         ]
-        return [_Candidate(platform, window) for window in windows]
+        return [_Candidate(platform, window, runnable.quote) for window in windows]
 
     def _record(
         self,
@@ -313,6 +335,7 @@ class Broker:
             expires=expires,
             new_id=self.new_id,
         )
+        session = quoted_offer(session, candidate.quote, candidate.window.preparing, now)
         entry = candidate.window.entry
         assert session.meta.uuid is not None
         return SessionRecord(

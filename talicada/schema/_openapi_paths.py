@@ -22,10 +22,17 @@ def content(schema: dict[str, Any]) -> dict[str, Any]:
     return {media: {"schema": schema} for media in MEDIA_TYPES}
 
 
-def _ok(description: str, schema: dict[str, Any], *, location: bool = False) -> dict[str, Any]:
+def _ok(
+    description: str, schema: dict[str, Any], *, location: bool = False, cached: bool = False
+) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
+    headers: dict[str, Any] = {}
     if location:
-        response["headers"] = {"Location": {"$ref": "#/components/headers/Location"}}
+        headers["Location"] = {"$ref": "#/components/headers/Location"}
+    if cached:
+        headers["Cache-Control"] = {"$ref": "#/components/headers/Cache-Control"}
+    if headers:
+        response["headers"] = headers
     response["content"] = content(schema)
     return response
 
@@ -85,7 +92,10 @@ def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
         "offers",
         {
             "200": _ok(
-                "The offer set: YES with offers, or NO saying why.", ref("OfferSet"), location=True
+                "The offer set: YES with offers, or NO saying why.",
+                ref("OfferSet"),
+                location=True,
+                cached=True,
             ),
             "303": _see_other(),
         },
@@ -104,6 +114,7 @@ def _direct(operation_id: str, summary: str) -> dict[str, Any]:
                 "The accepted session, or the offer set (result NO) when nothing can be offered.",
                 {"oneOf": [ref("ExecutionSession"), refused]},
                 location=True,
+                cached=True,
             ),
             "303": _see_other(),
         },
@@ -191,7 +202,7 @@ def paths() -> dict[str, Any]:
                 "getOfferSet",
                 "Read an offer set with the current phase of each offer.",
                 "offers",
-                {"200": _ok("The offer set.", ref("OfferSet")), **_errors("404")},
+                {"200": _ok("The offer set.", ref("OfferSet"), cached=True), **_errors("404")},
             ),
         },
         "/direct": {

@@ -30,6 +30,8 @@ class MessageItem(msgspec.Struct, kw_only=True):
 
 
 _URN: Final = "urn:talicada:"
+#: What every message kind starts with (``urn:talicada:`` + a catalogue kind).
+URN: Final = _URN
 
 # -- the catalogue: kind → template ----------------------------------------
 INVALID_FIELD: Final = ("error:invalid-field", "{path}: {reason}")
@@ -115,6 +117,17 @@ UNAVAILABLE: Final = (
     "the broker cannot answer now: {reason}; try again in {retry} seconds",
 )
 TIMED_OUT: Final = ("error:timed-out", "{what} took longer than {seconds} seconds")
+#: What an offer quotes for one preparation step, and how it knows (issue 13).
+ESTIMATE: Final = (
+    "info:estimate",
+    "{step}: expected {expected}, planned {pessimistic} ({basis}, {samples} samples)",
+)
+#: How long a preparation step took, against the quote when there was one.
+STEP_QUOTED: Final = (
+    "info:step-duration",
+    "{step} took {actual}; expected {expected} ({error}), planned {pessimistic} ({basis})",
+)
+STEP_TOOK: Final = ("info:step-duration", "{step} took {actual}")
 
 
 def make(

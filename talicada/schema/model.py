@@ -458,6 +458,9 @@ class OfferSet(Base, kw_only=True):
     meta: Metadata
     result: Literal["YES", "NO"]
     expires: Instant | None = None
+    #: How long this answer stays valid, YES or NO (also ``Cache-Control: max-age``):
+    #: until the offers expire, or as long as the same request would get the same NO.
+    ttl: Duration | None = None
     offers: list[ExecutionSession] = msgspec.field(default_factory=list)
 
 

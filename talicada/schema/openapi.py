@@ -66,6 +66,13 @@ def _components() -> dict[str, Any]:
                 "description": "The URL of the offer set or session.",
                 "schema": {"type": "string", "format": "uri"},
             },
+            "Cache-Control": {
+                "description": "On every offer-set answer, YES or NO: `private, max-age=N`, "
+                "N the seconds of the body's `ttl`. A YES stays valid until its offers "
+                "expire; a NO as long as the same request would get the same NO (long when "
+                "no platform can ever run it, short when only capacity is lacking).",
+                "schema": {"type": "string", "examples": ["private, max-age=300"]},
+            },
         },
         "responses": {
             name: {
