@@ -107,11 +107,13 @@ def kind_of(component: dict[str, Any], dialect: Dialect) -> str:
 
 
 def all_keys(node: Any) -> Iterator[str]:
-    """Every mapping key anywhere in a document."""
+    """Every mapping key anywhere in a document, but inside messages: a
+    MessageItem's ``kind`` is its own field in every dialect, not a discriminator."""
     if isinstance(node, dict):
         for key, value in node.items():
             yield key
-            yield from all_keys(value)
+            if key != "messages":
+                yield from all_keys(value)
     elif isinstance(node, list):
         for item in node:
             yield from all_keys(item)

@@ -32,6 +32,7 @@ from talicada.broker.notify import Notifier
 from talicada.broker.routes import routes
 from talicada.broker.service import Broker, Clock, utc_now
 from talicada.broker.store import Store
+from talicada.broker.store.samples import samples_for
 from talicada.broker.ui import setup_ui
 from talicada.federation import web as federation
 from talicada.settings import Settings, SettingsError
@@ -115,7 +116,11 @@ def create_app(
         from talicada.workers.backends import advisors as make_advisors
 
         advisors = make_advisors(settings.platforms)
-        app[BROKER] = Broker(settings, opened, clock=clock, advisors=advisors)
+        broker = Broker(
+            settings, opened, clock=clock, advisors=advisors, samples=samples_for(opened)
+        )
+        broker.estimator.observers.append(metrics.observe_step)
+        app[BROKER] = broker
         app[NOTIFIER] = Notifier(opened.bus)
         if tokens is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")

@@ -1,4 +1,4 @@
-"""Prometheus metrics (docs/ARCHITECTURE.md §9): requests, offers, transitions, callbacks, streams.
+"""Prometheus metrics (docs/ARCHITECTURE.md §9): requests, offers, callbacks, streams, steps.
 
 Each app has its own registry (tests run several apps in one process). Stream
 figures — length, and events waiting for each worker — are read from the bus
@@ -21,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from talicada.broker.history import Sample
 from talicada.events.bus import Bus
 from talicada.events.streams import LIFECYCLE, stream
 from talicada.settings import PlatformSettings
@@ -79,6 +80,38 @@ class Metrics:
         self.dead_letters = Gauge(
             "talicada_dead_letters", "Entries in the dead-letter stream.", registry=self.registry
         )
+
+        self.step_seconds = Histogram(
+            "talicada_preparation_step_seconds",
+            "How long finished preparation steps took (image, storage, stage, launch).",
+            ["step", "platform"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=self.registry,
+        )
+        self.estimate_ratio = Histogram(
+            "talicada_estimate_ratio",
+            "A finished step's actual duration over the expected one its offer quoted.",
+            ["step", "basis"],
+            buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0),
+            registry=self.registry,
+        )
+        self.estimate_overruns = Counter(
+            "talicada_estimate_overruns",
+            "Finished steps that took longer than their offer planned (the pessimistic quote).",
+            ["step", "basis"],
+            registry=self.registry,
+        )
+
+    def observe_step(self, sample: Sample) -> None:
+        """Export one finished preparation step, and how it compares with its quote."""
+        self.step_seconds.labels(sample.step, sample.platform).observe(sample.seconds)
+        if sample.expected is None or sample.quoted is None:
+            return
+        basis = sample.basis or "default"
+        if sample.expected > 0:
+            self.estimate_ratio.labels(sample.step, basis).observe(sample.seconds / sample.expected)
+        if sample.seconds > sample.quoted:
+            self.estimate_overruns.labels(sample.step, basis).inc()
 
     async def render(self, bus: Bus) -> bytes:
         """The exposition text, with stream figures read now."""

@@ -309,9 +309,6 @@ def _identity_out(component: dict[str, Any], dialect: Dialect) -> dict[str, Any]
     for key, value in component.items():
         if key == "meta":
             for field, item in meta.items():
-                if field == "messages":
-                    # The seed spells every discriminator ``type``, messages' too.
-                    item = [_seed_message(message) for message in item]
                 out[reverse.get(field, field)] = item
         else:
             out[key] = value
@@ -320,9 +317,3 @@ def _identity_out(component: dict[str, Any], dialect: Dialect) -> dict[str, Any]
 
 
 _SEED_ORDER: Final = {"type": 0, "uuid": 1, "name": 2, "href": 3}
-
-
-def _seed_message(message: Any) -> Any:
-    if not isinstance(message, dict) or "kind" not in message:
-        return message
-    return {("type" if key == "kind" else key): value for key, value in message.items()}
