@@ -217,7 +217,8 @@ def main() -> None:
     elapsed = time.perf_counter() - started
 
     print(
-        f"estimates: {steps} steps replayed in {elapsed:.1f} s (seed {args.seed}, window {args.window})"
+        f"estimates: {steps} steps replayed in {elapsed:.1f} s "
+        f"(seed {args.seed}, window {args.window})"
     )
     print(
         f"{'step':<8}{'count':>7}{'MdAPE est.':>12}{'MdAPE def.':>12}{'p90 APE est.':>14}"

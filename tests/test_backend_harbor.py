@@ -107,7 +107,12 @@ async def test_an_image_already_cached_is_available_with_digest_and_size(rig: Ri
     report = await rig.cache(container(digest=DIGEST))
     assert (report.phase, report.backend) == ("AVAILABLE", "harbor")
     cached = f"{rig.host}/proxy/skaha/base-notebook@{DIGEST}"
-    assert report.outputs == {"digest": DIGEST, "size": "734003200", "image": cached}
+    assert report.outputs == {
+        "digest": DIGEST,
+        "size": "734003200",
+        "image": cached,
+        "cached": "yes",
+    }
     assert report.message == f"image {UPSTREAM} cached through proxy as {cached}, digest {DIGEST}"
     assert rig.calls() == [("artifact", f"{ARTIFACTS}/latest")]
 
@@ -118,6 +123,7 @@ async def test_an_absent_image_is_pulled_through_the_proxy_then_available(rig: R
     assert report.phase == "AVAILABLE"
     assert report.outputs is not None
     assert (report.outputs["digest"], report.outputs["size"]) == (DIGEST, "1234")
+    assert report.outputs["cached"] == "no"  # the history tells a pull from a hit
     calls = rig.calls()
     assert calls[:2] == [
         ("artifact", f"{ARTIFACTS}/latest"),
@@ -134,6 +140,7 @@ async def test_an_image_in_harbor_itself_is_checked_in_place(rig: Rig) -> None:
         "digest": DIGEST,
         "size": "42",
         "image": f"{rig.host}/skaha/terminal@{DIGEST}",
+        "cached": "yes",
     }
     assert rig.calls() == [
         ("artifact", "/api/v2.0/projects/skaha/repositories/terminal/artifacts/1.1")

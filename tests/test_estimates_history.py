@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +18,14 @@ from talicada.events.report import Report, encoder
 from talicada.events.signing import sign
 from talicada.schema.iso8601 import parse_duration
 from talicada.settings import PlatformSettings, SrcnetSettings
-from tests.conftest import ClientFactory
-from tests.lifecycle_support import ACCEPT, Client
+from tests.conftest import BrokerFactory, ClientFactory
+from tests.lifecycle_support import (
+    ACCEPT,
+    Client,
+    accept_first,
+    checksum_request,
+    wait_for_phase,
+)
 
 T0 = datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
 MB = 10**6
@@ -33,7 +40,7 @@ SITE = PlatformSettings(
     memory=256,
 )
 #: How long staging from each replica really takes: seconds for ``size`` bytes.
-SITES = {
+SITES: dict[str, Callable[[int], float]] = {
     "SLOW-RSE": lambda size: 40 + size / (4 * MB),  # far away, on a thin link
     "FAST-RSE": lambda size: 5 + size / (250 * MB),  # the next rack over
 }
@@ -186,3 +193,35 @@ async def test_each_finished_step_is_compared_with_its_quote_in_the_record_and_t
     assert 'talicada_preparation_step_seconds_count{platform="site",step="stage"} 1.0' in metrics
     assert 'talicada_preparation_step_seconds_sum{platform="site",step="stage"} 77.5' in metrics
     assert 'talicada_estimate_ratio_count{basis="default",step="stage"} 1.0' in metrics
+
+
+async def test_a_real_session_leaves_its_steps_in_the_history_and_the_next_offer_uses_them(
+    start_broker: BrokerFactory, file_server: str
+) -> None:
+    # Given a broker whose workers really stage, launch and release (local platform)
+    client = await start_broker(estimates={"min_samples": 1})
+    request = checksum_request(file_server)
+    uuid = await accept_first(client, request)
+    assert await wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
+
+    # Then every preparation step is in the record, timed against its quote
+    log = await (await client.get(f"/sessions/{uuid}/log")).json()
+    session = log["session"]
+    parts = [session["executable"], session["compute"], *session["storage"], *session["data"]]
+    for part in parts:
+        took = [m for m in part["meta"]["messages"] if m["kind"].endswith("info:step-duration")]
+        assert len(took) == 1, part["meta"]
+        assert took[0]["values"]["basis"] == "default"
+        assert parse_duration(took[0]["values"]["actual"]) < timedelta(seconds=30)
+
+    # and the same request now gets quotes from that history: both files came
+    # from the same host (sizes unknown), so each item's key has both stagings
+    offers = await (await client.post("/requests", json=request)).json()
+    offer = offers["offers"][0]
+    for item in offer["data"]:
+        estimate = data_estimate({"data": [item]})
+        assert (estimate["basis"], estimate["samples"]) == ("history", "2")
+    (launch,) = [
+        m for m in offer["compute"]["meta"]["messages"] if m["kind"].endswith("info:estimate")
+    ]
+    assert (launch["values"]["basis"], launch["values"]["step"]) == ("history", "launch")

@@ -113,6 +113,9 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     size: int = 0
     tags: tuple[str, ...] = ()
     media_type: str | None = None
+    #: True when :meth:`HarborClient.ensure` had to pull it through the proxy
+    #: (it was not cached at the site): the history tells the two apart.
+    pulled: bool = False
 
 
 class HarborError(Exception):
@@ -284,6 +287,7 @@ class HarborClient:
             if found is None:
                 reason = f"pulled through {proxy_project} but not listed after {wait:g} s"
                 raise ImageNotFound(image_location, reason)
+            found = msgspec.structs.replace(found, pulled=True)
         if expected is not None and found.digest != expected:
             raise DigestMismatch(image_location, expected, found.digest)
         return found

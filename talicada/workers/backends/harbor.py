@@ -132,5 +132,11 @@ async def _cache(
         "AVAILABLE",
         message=f"image {location} {how} as {cached}, digest {artifact.digest}",
         backend=BACKEND,
-        outputs={"digest": artifact.digest, "size": str(artifact.size), "image": cached},
+        outputs={
+            "digest": artifact.digest,
+            "size": str(artifact.size),
+            "image": cached,
+            # Whether the site had it already: the history of image caching keeps it.
+            "cached": "no" if artifact.pulled else "yes",
+        },
     )
