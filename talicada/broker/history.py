@@ -29,7 +29,7 @@ from talicada.broker.components import Component, add_messages, components
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_duration
+from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_duration, parse_instant
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import (
     AnyData,
@@ -252,6 +252,13 @@ def sample_of(record: SessionRecord, component: Component, seconds: float, finis
     return sample
 
 
+def _ms(instant: str, fallback: datetime) -> int:
+    try:
+        return int(parse_instant(instant).timestamp() * 1000)
+    except Iso8601Error:
+        return int(fallback.timestamp() * 1000)
+
+
 def _took(component: Component, sample: Sample, now: datetime) -> MessageItem:
     """The record's note of how long the step took against what was quoted."""
     actual = format_duration(timedelta(seconds=sample.seconds))
@@ -280,7 +287,6 @@ def annotate(change: Change, now: datetime) -> list[Sample]:
     quote. Called once per computed change, before it is committed.
     """
     record = change.record
-    ms = int(now.timestamp() * 1000)
     started = dict(record.started)
     by_uuid = {c.uuid: c for c in components(record.session)}
     samples: list[Sample] = []
@@ -289,6 +295,9 @@ def annotate(change: Change, now: datetime) -> list[Sample]:
         uuid = transition.component
         if uuid is None or uuid not in by_uuid:
             continue
+        # The transition's own time: a report may date it when it happened
+        # (a job that started before the launcher looked).
+        ms = _ms(transition.time, now)
         if transition.target == "PREPARING":
             started[uuid] = ms
             continue
