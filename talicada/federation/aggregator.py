@@ -186,7 +186,7 @@ class Aggregator:
         return await asyncio.shield(task)
 
     async def _fetch_capabilities(self, site: Site) -> dict[str, Any] | None:
-        reply = await site.call("GET", "/capabilities", Identity(principal="anonymous"))
+        reply = await site.call("GET", "/capabilities", Identity(principal=""))
         if reply.status != 200:
             return None
         ttl = max_age(reply.headers)

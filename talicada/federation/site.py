@@ -30,7 +30,8 @@ STREAM_SILENCE = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a call to a site is for: the client's principal and ``Authorization``."""
+    """Who a call to a site is for: the client's principal and ``Authorization``
+    (an empty principal: the aggregator itself, e.g. reading capabilities)."""
 
     principal: str
     authorization: str | None = None
@@ -101,7 +102,8 @@ class Site:
         headers = {"Accept": "application/json"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.token()}"
-            headers[self.principal_header] = identity.principal
+            if identity.principal:  # empty: the aggregator asks for itself
+                headers[self.principal_header] = identity.principal
         elif identity.authorization:
             headers["Authorization"] = identity.authorization
         if fault:
