@@ -314,3 +314,49 @@ async def test_faults_are_obeyed_only_where_enabled(federation: Federation) -> N
     )
     assert bad.status == 400
     assert (await bad.json())["messages"][0]["values"]["path"] == "X-Talicada-Fault"
+
+
+async def test_a_site_that_stops_after_answering_is_named_when_its_offers_are_read(
+    federation: Federation,
+) -> None:
+    """Reading a merged offer set later still works without a stopped site (its offers
+    left out, a message naming it), and a call on its offer is a 503 naming it."""
+    sites = [await federation.site(name) for name in ("a", "b")]
+    aggregator = await federation.aggregator("agg", sites, federation={"timeout": 1})
+    body = await offers(aggregator.client, ping())
+    gone = await offer_from("b", body, sites)
+    await federation.stop(sites[1])
+    later = await (await aggregator.client.get(f"/offersets/{body['meta']['uuid']}")).json()
+    assert gone not in {o["meta"]["uuid"] for o in later["offers"]}
+    assert {await owner_of(o["meta"]["uuid"], sites[:1]) for o in later["offers"]} == {"a"}
+    assert [m["values"]["site"] for m in later["meta"]["messages"]] == ["b"]
+    response = await aggregator.client.post(f"/sessions/{gone}", json=ACCEPT)
+    assert response.status == 503
+    assert (await response.json())["messages"][0]["values"]["site"] == "b"
+    # The accept never reached b, so another offer of the set can still be taken.
+    other = await offer_from("a", body, sites[:1])
+    assert (await aggregator.client.post(f"/sessions/{other}", json=ACCEPT)).status == 200
+
+
+async def test_an_accept_that_times_out_keeps_its_claim_because_the_site_may_run_it(
+    federation: Federation,
+) -> None:
+    """An accept the site answers too late is a 503, yet the site does accept it; so the
+    aggregator keeps the offer set claimed and refuses a second accept elsewhere."""
+    sites = [
+        await federation.site(name, federation={"fault_injection": True}) for name in ("a", "b")
+    ]
+    aggregator = await federation.aggregator(
+        "agg", sites, federation={"timeout": 1, "fault_injection": True}
+    )
+    body = await offers(aggregator.client, delay("PT30S"))
+    slow, other = await offer_from("a", body, sites), await offer_from("b", body, sites)
+    late = {"X-Talicada-Fault": "late=2; site=a"}
+    response = await aggregator.client.post(f"/sessions/{slow}", json=ACCEPT, headers=late)
+    assert response.status == 503
+    assert (await aggregator.client.post(f"/sessions/{other}", json=ACCEPT)).status == 409
+    # a took it after all
+    assert await phase_at(sites[0], slow) in {"ACCEPTED", "WAITING", "PREPARING", "RUNNING"}
+    await eventually_phase(sites[1], other, "OFFERED")
+    again = await aggregator.client.post(f"/sessions/{slow}", json=CANCEL)
+    assert again.status == 200

@@ -54,9 +54,16 @@ _REJECT = msgspec.json.encode(
 
 
 class SiteUnavailable(RequestInvalid):
-    """The site that owns a session did not answer (503: try again)."""
+    """The site that owns a session did not answer (503: try again).
+
+    ``delivered`` is False when the call certainly never reached the site.
+    """
 
     status = 503
+
+    def __init__(self, messages: list[MessageItem], *, delivered: bool = True) -> None:
+        super().__init__(messages)
+        self.delivered = delivered
 
 
 def relayed(status: int, messages: list[MessageItem]) -> RequestInvalid:
@@ -478,7 +485,7 @@ class Aggregator:
             )
         except SiteError as error:
             item = msg.make(msg.SITE_UNAVAILABLE, site=site.name, reason=error.reason)
-            raise SiteUnavailable([item]) from None
+            raise SiteUnavailable([item], delivered=error.delivered) from None
         if reply.status != 200:
             items = from_site(site.name, reply.doc.get("messages") or [])
             raise relayed(
@@ -521,8 +528,12 @@ class Aggregator:
                     content_type=content_type,
                     fault=fault,
                 )
-        except SiteUnavailable:
-            raise  # the site may have accepted: the claim stays, a retry may repeat it
+        except SiteUnavailable as error:
+            # Unless the call never got there, the site may have accepted: the claim
+            # stays (a retry of the same accept may repeat it), so no sibling can also run.
+            if accepting and not error.delivered:
+                await self.index.unclaim(record.offerset, record.uuid)
+            raise
         except RequestInvalid:
             if accepting:
                 await self.index.unclaim(record.offerset, record.uuid)

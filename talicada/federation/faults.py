@@ -3,7 +3,9 @@
 ``X-Talicada-Fault`` holds a comma-separated list of faults, each a
 ``;``-separated list of parameters:
 
-- ``delay=S``: answer S seconds late (at most :data:`LONGEST_DELAY`);
+- ``delay=S``: start handling the request S seconds late (at most :data:`LONGEST_DELAY`);
+- ``late=S``: handle it at once but answer S seconds later (the effect happened, the
+  caller may have given up: the ambiguous case);
 - ``status=N``: refuse with HTTP N (400–599) and a message saying it was injected;
 - ``drop``: close the connection without answering;
 - ``path=GLOB`` and ``method=M``: only for requests that match (``fnmatch``);
@@ -42,6 +44,7 @@ class Fault:
     """One injected fault and the requests it applies to."""
 
     delay: float = 0.0
+    late: float = 0.0
     status: int | None = None
     drop: bool = False
     path: str | None = None
@@ -57,6 +60,7 @@ class Fault:
     def spelled(self) -> str:
         """The fault as a header value."""
         parts = [f"delay={self.delay:g}"] if self.delay else []
+        parts += [f"late={self.late:g}"] if self.late else []
         parts += [f"status={self.status}"] if self.status is not None else []
         parts += ["drop"] if self.drop else []
         for name in ("path", "method", "site"):
@@ -88,21 +92,23 @@ def _fault(text: str) -> Fault:
             continue
         if name == "drop" and not has_value:
             fields["drop"] = "1"
-        elif name in ("delay", "status", "path", "method", "site") and value.strip():
+        elif name in ("delay", "late", "status", "path", "method", "site") and value.strip():
             fields[name] = value.strip()
         else:
             raise BadFault(f"unknown or empty parameter {part.strip()!r}")
     try:
         delay = float(fields.get("delay", "0"))
+        late = float(fields.get("late", "0"))
         status = int(fields["status"]) if "status" in fields else None
     except ValueError as error:
         raise BadFault(str(error)) from None
-    if not 0 <= delay <= LONGEST_DELAY:
-        raise BadFault(f"delay must be from 0 to {LONGEST_DELAY:g} seconds")
+    if not (0 <= delay <= LONGEST_DELAY and 0 <= late <= LONGEST_DELAY):
+        raise BadFault(f"delay and late must be from 0 to {LONGEST_DELAY:g} seconds")
     if status is not None and not 400 <= status <= 599:
         raise BadFault("status must be from 400 to 599")
     return Fault(
         delay=delay,
+        late=late,
         status=status,
         drop="drop" in fields,
         path=fields.get("path"),
@@ -140,9 +146,8 @@ def middleware(enabled: bool) -> Middleware:
         except BadFault as error:
             item = msg.make(msg.INVALID_FIELD, path=HEADER, reason=str(error))
             return respond(request, {"messages": [item]}, status=400, root="error")
-        for fault in faults:
-            if fault.site is not None or not fault.matches(request.method, request.path):
-                continue
+        mine = [f for f in faults if f.site is None and f.matches(request.method, request.path)]
+        for fault in mine:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.drop:
@@ -155,6 +160,10 @@ def middleware(enabled: bool) -> Middleware:
                     msg.INVALID_FIELD, path=HEADER, reason=f"injected failure {fault.status}"
                 )
                 return respond(request, {"messages": [item]}, status=fault.status, root="error")
-        return await handler(request)
+        response = await handler(request)
+        late = max((fault.late for fault in mine), default=0.0)
+        if late:
+            await asyncio.sleep(late)
+        return response
 
     return inject

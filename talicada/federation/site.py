@@ -49,10 +49,12 @@ class Reply:
 class SiteError(Exception):
     """A site did not answer usefully: unreachable, too slow, or a 5xx."""
 
-    def __init__(self, site: str, reason: str, *, status: int = 0) -> None:
+    def __init__(self, site: str, reason: str, *, status: int = 0, delivered: bool = True) -> None:
         self.site = site
         self.reason = reason
         self.status = status
+        #: False only when the call certainly never reached the site (no connection).
+        self.delivered = delivered
         super().__init__(f"site {site}: {reason}")
 
 
@@ -143,6 +145,9 @@ class Site:
                 reply = Reply(response.status, dict(response.headers), _decode(raw))
         except TimeoutError:
             raise SiteError(self.name, f"no answer within {self.timeout + wait:g} s") from None
+        except aiohttp.ClientConnectorError as error:
+            reason = f"unreachable ({error.os_error.strerror or error})"
+            raise SiteError(self.name, reason, delivered=False) from None
         except aiohttp.ClientError as error:
             reason = str(error) or type(error).__name__
             raise SiteError(self.name, f"unreachable ({reason})") from None
