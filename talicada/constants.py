@@ -80,6 +80,16 @@ RECLAIM_IDLE = timedelta(seconds=30)
 #: for the read in progress.
 STREAM_BLOCK = timedelta(seconds=1)
 
+#: Seconds a worker of each role may take over one event before it is given up
+#: on and its components FAILED (``TimeLimits`` in talicada/settings.py): staging
+#: and image pulls move gigabytes, launch and release only call a service.
+TIME_LIMITS: dict[str, float] = {
+    "prepare-data": 3600.0,
+    "image-cache": 3600.0,
+    "launch": 600.0,
+    "release": 600.0,
+}
+
 #: The field of a stream entry that holds the encoded event.
 STREAM_FIELD = "event"
 

@@ -101,6 +101,27 @@ class EstimateSettings(_Frozen, frozen=True):
     refresh: Annotated[float, Meta(ge=0)] = 10.0
 
 
+class TimeLimits(_Frozen, frozen=True):
+    """How long a worker of each role may take over one event, seconds
+    (``[platforms.time_limits]``).
+
+    The broker stamps every event it sends with ``deadline`` = now + its role's
+    limit; a worker gives the event up at that instant (a handler still running
+    is cancelled), dead-letters it and fails its components with the reason,
+    so a hung handler cannot hold its message, or its session, for ever.
+    """
+
+    prepare_data: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["prepare-data"]
+    image_cache: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["image-cache"]
+    launch: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["launch"]
+    release: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["release"]
+
+    def of(self, role: Role) -> float:
+        """The limit of ``role``."""
+        limit: float = getattr(self, role.replace("-", "_"))
+        return limit
+
+
 class SkahaSettings(_Frozen, frozen=True):
     """How the ``skaha`` launcher reaches a CANFAR Skaha service (``[platforms.skaha]``).
 
@@ -257,6 +278,7 @@ class PlatformSettings(_Frozen, frozen=True):
     #: Price per core-hour; when set the planner honours cost maxima.
     core_hour_price: Annotated[float, Meta(ge=0)] | None = None
     preparation: Preparation = msgspec.field(default_factory=Preparation)
+    time_limits: TimeLimits = msgspec.field(default_factory=TimeLimits)
 
     def backend(self, role: Role) -> str:
         """The back end that does ``role``'s work on this platform."""

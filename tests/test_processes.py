@@ -59,7 +59,8 @@ class Deployment:
 
 
 async def wait_until_up(url: str, broker: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
+    # Generous: five interpreters starting at once on a busy CI machine take a while.
+    deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             assert broker.returncode is None, "the broker exited during startup"

@@ -18,6 +18,7 @@ from talicada.settings import load
 from talicada.workers import launch, release
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import Reporter, WorkerContext
+from talicada.workers.tasks import write_status
 
 
 class Recorder(Reporter):
@@ -130,13 +131,13 @@ async def test_a_restarted_launcher_reports_the_tasks_its_predecessor_left(
     # When a new launcher starts
     second, recorder = context(tmp_path)
     launch.local(second)
-    # Then it reports the orphan once it ends, with an honest reason
+    # Then it reports the orphan once it ends, with its real outcome
     await asyncio.wait_for(settle(second), timeout=10)
     (report,) = recorder.reports
-    assert report.phase == "FAILED"
+    assert report.phase == "COMPLETED"
     assert report.component == "exe"
-    assert "restarted" in (report.message or "")
-    assert report.delivery.startswith(delivery.event.id)
+    assert report.delivery == f"{delivery.event.id}:exe:COMPLETED"
+    assert files.reported.exists()
     # and a third launcher leaves it alone: its end is already reported
     third, again = context(tmp_path)
     launch.local(third)
@@ -165,7 +166,9 @@ async def test_a_launch_that_fails_to_start_can_be_tried_again(
     ctx, recorder = context(tmp_path)
     handle = launch.local(ctx)
     delivery = launch_event("s6")
-    monkeypatch.setattr(launch, "command", lambda spec: ["/nonexistent/talicada-task"])
+    monkeypatch.setattr(
+        launch, "command", lambda spec, status=None: ["/nonexistent/talicada-task"]
+    )
     with pytest.raises(FileNotFoundError):
         await handle(delivery)
     files = SessionFiles.of(tmp_path, "s6")
@@ -193,4 +196,32 @@ async def test_a_redelivered_launch_whose_task_vanished_is_failed_honestly(
     await launch.local(ctx)(delivery)
     (report,) = recorder.reports
     assert report.phase == "FAILED"
-    assert "interrupted" in (report.message or "")
+    assert "outcome is unknown" in (report.message or "")
+
+
+async def test_a_task_that_ended_while_no_launcher_ran_is_reported_with_its_real_status(
+    tmp_path: Path,
+) -> None:
+    # Given a task whose launcher died, and which then ended with status 3
+    ctx, recorder = context(tmp_path)
+    files = SessionFiles.of(tmp_path, "s8")
+    (files.output).mkdir(parents=True)
+    (files.output / "stderr").write_text("tasks: the injected failure fired\n")
+    delivery = launch_event("s8")
+    files.launched.write_bytes(
+        msgspec.json.encode(
+            {"event": delivery.event.id, "component": "exe", "host": "x", "launcher": 1}
+        )
+    )
+    files.pid.write_text(str(dead_pid()))
+    write_status(str(files.exit_status), 3)
+    # When its launch is delivered again
+    await launch.local(ctx)(delivery)
+    # Then the report names what the task itself said, not "unknown"
+    (report,) = recorder.reports
+    assert report.phase == "FAILED"
+    assert report.message == "tasks: the injected failure fired"
+    assert files.report.exists() and files.reported.exists()
+    # and a further delivery sends nothing new
+    await launch.local(ctx)(delivery)
+    assert len(recorder.reports) == 1

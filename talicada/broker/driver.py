@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 import msgspec
@@ -63,8 +63,11 @@ class Driver:
         self.on_samples = on_samples
 
     def route(self, change: Change) -> Change:
-        """``change`` with each event's role replaced by the stream of its platform's back end."""
+        """``change`` with each event's role replaced by the stream of its platform's
+        back end, and each worker event given its deadline: now plus the role's time
+        limit on that platform (``TimeLimits``), after which its worker gives it up."""
         routed = []
+        now = self.clock()
         for role, event in change.events:
             if role != LIFECYCLE:
                 platform = self.platforms.get(event.platform or "")
@@ -72,7 +75,11 @@ class Driver:
                     raise RuntimeError(
                         f"session {event.session}: platform {event.platform!r} is not configured"
                     )
-                role = stream(cast(Role, role), platform.backend(cast(Role, role)))
+                worker = cast(Role, role)
+                role = stream(worker, platform.backend(worker))
+                if event.deadline is None:
+                    limit = timedelta(seconds=platform.time_limits.of(worker))
+                    event = msgspec.structs.replace(event, deadline=format_instant(now + limit))
             routed.append((role, event))
         change.events = routed
         return change

@@ -25,6 +25,7 @@ to a consumer: the bus dead-letters it on receipt.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -34,7 +35,7 @@ import msgspec
 from talicada import constants
 from talicada.events.envelope import Event, decode
 
-__all__ = ["Bus", "DeadLetter", "Delivery", "backoff", "decode_or_reason"]
+__all__ = ["Bus", "DeadLetter", "Delivery", "backoff", "decode_or_reason", "jittered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,16 @@ def backoff(
     if base.total_seconds() * 2.0 ** min(exponent, 1000) >= cap.total_seconds():
         return cap
     return base * (1 << exponent)
+
+
+def jittered(seconds: float) -> float:
+    """``seconds`` spread at random over its upper half (Dramatiq's "equal jitter").
+
+    Many consumers failing at once on the same outage would otherwise retry in
+    lock-step and meet the recovering service together; half the delay stays,
+    so the backoff still grows.
+    """
+    return seconds / 2 + random.uniform(0, seconds / 2)  # noqa: S311 - not for secrets
 
 
 def decode_or_reason(payload: bytes) -> Event | str:

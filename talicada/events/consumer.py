@@ -7,15 +7,21 @@ one place:
   free handler slots (reclaimed and retried ones first; see the Bus protocol);
 * **run** — :meth:`Consumer._run` calls the handler, unless the message has
   already been delivered more than ``max_deliveries`` times (its consumers kept
-  dying), in which case it is given up on without running;
+  dying) or its event's ``deadline`` has passed, in which case it is given up
+  on without running. A handler still running at the deadline is cancelled
+  and the message given up on: a handler that hangs cannot keep its message
+  for ever through the heartbeat;
 * **record** — the handler's job: returning normally means its effect is
   recorded (callback made, state written). Raising means it is not;
 * **ack** — :meth:`Consumer._ack` on success (the one acknowledgement point);
-  on failure :meth:`Consumer._retry` later with exponential backoff or, at
-  ``max_deliveries``, :meth:`Consumer._give_up`: dead-letter the message and
+  on failure :meth:`Consumer._retry` later with exponential backoff (jittered,
+  so consumers failing together do not retry together) or, at
+  ``max_deliveries`` or past the deadline, :meth:`Consumer._give_up`:
+  dead-letter the message and
   tell ``on_dead_letter`` (the worker runtime reports the component FAILED).
   A poison message therefore costs at most ``max_deliveries`` runs and never
-  blocks the messages behind it.
+  blocks the messages behind it. The ack is shielded from cancellation: a
+  stop that lands while it is on the wire does not lose it half-way.
 
 Handlers must be idempotent: delivery is at-least-once, and a handler that
 finished but whose ack was lost (crash, connection drop) runs again.
@@ -27,18 +33,21 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from talicada import constants
-from talicada.events.bus import Bus, Delivery, backoff
+from talicada.events.bus import Bus, Delivery, backoff, jittered
+from talicada.events.envelope import Event
 from talicada.outage import Outage
+from talicada.schema.iso8601 import parse_instant
 
 __all__ = ["Consumer", "ConsumerStats", "Handler", "OnDeadLetter"]
 
 Handler = Callable[[Delivery], Awaitable[None]]
 OnDeadLetter = Callable[[Delivery, str], Awaitable[None]]
+Clock = Callable[[], datetime]
 
 _Logger = structlog.typing.FilteringBoundLogger
 
@@ -50,6 +59,7 @@ class ConsumerStats:
     processed: int = 0  #: handlers that finished and were acked
     retried: int = 0  #: failed runs scheduled for another delivery
     dead_lettered: int = 0  #: messages given up on
+    overdue: int = 0  #: handlers cancelled at their event's deadline
     in_flight: int = 0  #: handlers running now
 
 
@@ -73,6 +83,7 @@ class Consumer:
         retry_max: Longest retry delay.
         heartbeat: How often a message being handled is touched; a third of the
             bus's reclaim idle time keeps it from being reclaimed.
+        clock: The wall clock that event deadlines are compared with.
     """
 
     def __init__(
@@ -90,6 +101,7 @@ class Consumer:
         retry_base: timedelta = constants.RETRY_BASE,
         retry_max: timedelta = constants.RETRY_MAX,
         heartbeat: timedelta = constants.RECLAIM_IDLE / 3,
+        clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         if concurrency < 1 or max_deliveries < 1:
             raise ValueError("concurrency and max_deliveries must be at least 1")
@@ -105,6 +117,7 @@ class Consumer:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.heartbeat = heartbeat
+        self.clock = clock
         self.stats = ConsumerStats()
         # Resolved per consumer, not per module: a logger cached at import would
         # ignore configuration made later (and structlog.testing.capture_logs).
@@ -180,20 +193,32 @@ class Consumer:
                 reason = f"delivered {delivery.deliveries} times without completing"
                 await self._give_up(delivery, log, reason)
                 return
+            left = self._time_left(delivery.event)
+            if left is not None and left <= 0:
+                reason = f"its deadline {delivery.event.deadline} passed before it was handled"
+                await self._give_up(delivery, log, reason)
+                return
             log.info("event.received")
             # A long handler keeps its message: without this, after the reclaim
             # idle time another consumer would start the same work again.
             heartbeat = asyncio.create_task(self._keep(delivery))
             try:
-                await self.handler(delivery)
+                async with asyncio.timeout(left) as limit:
+                    await self.handler(delivery)
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and limit.expired():
+                    self.stats.overdue += 1
+                    reason = f"not done by its deadline {delivery.event.deadline}"
+                    await self._give_up(delivery, log, reason)
+                    return
                 reason = str(exc) or type(exc).__name__
                 if delivery.deliveries < self.max_deliveries:
                     await self._retry(delivery, log, reason, exc)
                 else:
                     await self._give_up(delivery, log, reason)
             else:
-                await self._ack(delivery, log)
+                # Shielded: a cancellation now must not lose the ack of finished work.
+                await asyncio.shield(self._ack(delivery, log))
             finally:
                 heartbeat.cancel()
         except Exception:
@@ -203,6 +228,17 @@ class Consumer:
         finally:
             self.stats.in_flight -= 1
             slot.release()
+
+    def _time_left(self, event: Event) -> float | None:
+        """Seconds until ``event``'s deadline (None: it has none, or none readable)."""
+        if event.deadline is None:
+            return None
+        try:
+            deadline = parse_instant(event.deadline)
+        except ValueError:
+            self._log.warning("event.bad_deadline", deadline=event.deadline[:40])
+            return None
+        return (deadline - self.clock()).total_seconds()
 
     async def _keep(self, delivery: Delivery) -> None:
         """Touch the message every third of the reclaim idle time while it is handled."""
@@ -221,10 +257,12 @@ class Consumer:
         log.info("event.acked")
 
     async def _retry(self, delivery: Delivery, log: _Logger, reason: str, exc: Exception) -> None:
-        delay = backoff(delivery.deliveries, self.retry_base, self.retry_max)
-        await self.bus.retry_later(delivery, self.group, int(delay.total_seconds() * 1000))
+        delay = jittered(
+            backoff(delivery.deliveries, self.retry_base, self.retry_max).total_seconds()
+        )
+        await self.bus.retry_later(delivery, self.group, int(delay * 1000))
         self.stats.retried += 1
-        log.warning("event.retry", reason=reason, delay=delay.total_seconds(), exc_info=exc)
+        log.warning("event.retry", reason=reason, delay=round(delay, 3), exc_info=exc)
 
     async def _give_up(self, delivery: Delivery, log: _Logger, reason: str) -> None:
         await self.bus.dead_letter(delivery, self.group, reason)

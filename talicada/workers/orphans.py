@@ -1,16 +1,21 @@
 """Tasks whose launcher died: finding them, watching them, reporting them.
 
-Each launch leaves a ``launched`` marker naming the event, the component, and
-the launcher (host and process id). A launcher adopts a task only when that
-launcher ran on this host and is gone: a live launcher, or one on another
-host sharing the work directory, keeps its own tasks. An adopted task's exit
-status cannot be learned, so when it ends it is reported FAILED with that
-reason — or CANCELLED when release stopped it on purpose.
+Each launch leaves a ``launched`` marker naming the event, the component, the
+launcher (host and process id) and the task's mount paths. A launcher adopts
+a task only when that launcher ran on this host and is gone: a live launcher,
+or one on another host sharing the work directory, keeps its own tasks. A
+task is not the launcher's child, but its supervisor records its exit status
+on disk (:mod:`talicada.workers.tasks`), so an adopted task is reported with
+its real outcome, as its own launcher would have: COMPLETED with its digests,
+FAILED with its message, CANCELLED when release stopped it. Final reports a
+dead launcher kept but could not deliver are delivered too
+(:mod:`talicada.workers.outcome`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from datetime import UTC, datetime
@@ -22,6 +27,7 @@ import structlog
 from talicada.events.envelope import Event, SessionChanged, TransitionBody
 from talicada.schema.iso8601 import format_instant
 from talicada.workers.files import SessionFiles
+from talicada.workers.outcome import conclude, deliver, exit_status, keep, unsent
 from talicada.workers.runtime import WorkerContext
 
 log = structlog.get_logger("talicada.worker.launch")
@@ -38,17 +44,25 @@ class Launched(msgspec.Struct):
     component: str
     host: str
     launcher: int
+    #: Local mount path → the path the task sees (new fields get defaults).
+    paths: dict[str, str] = {}
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Launched)
 
 
-def claim_for(event: Event) -> bytes:
+def claim_for(event: Event, paths: dict[str, str] | None = None) -> bytes:
     """The ``launched`` marker's content for a task this process starts for ``event``."""
     assert event.component is not None
     return _encoder.encode(
-        Launched(event=event.id, component=event.component, host=HOST, launcher=os.getpid())
+        Launched(
+            event=event.id,
+            component=event.component,
+            host=HOST,
+            launcher=os.getpid(),
+            paths=paths or {},
+        )
     )
 
 
@@ -98,48 +112,22 @@ def _orphans(work_dir: str) -> list[tuple[SessionFiles, Launched, int]]:
 
 
 async def adopt_orphans(context: WorkerContext, watched: set[str]) -> None:
-    """Watch every task a dead launcher on this host left running."""
-    for files, launched, pid in await asyncio.to_thread(_orphans, context.settings.work_dir):
+    """Watch every task a dead launcher on this host left running, and deliver
+    the final reports it kept but did not get taken."""
+    work_dir = context.settings.work_dir
+    for files, launched, pid in await asyncio.to_thread(_orphans, work_dir):
         if files.root.name not in watched:
             watched.add(files.root.name)
-            context.spawn(_adopt(context, files, launched, pid))
-
-
-async def already_launched(
-    context: WorkerContext, event: Event, files: SessionFiles, watched: set[str]
-) -> None:
-    """A launch delivered again: say what is true of the task started the first time."""
-    assert event.component is not None
-    read = _read(files)
-    if files.ended.exists():
-        return  # its end is reported by whoever watched it
-    if read is not None and read[1] is not None and _alive(read[1]):
-        launched, pid = read[0], read[1]
-        if files.root.name not in watched and _abandoned(launched):
+            context.spawn(_adopt(context, files, launched, pid), about=_about(files, launched))
+    for files in await asyncio.to_thread(unsent, work_dir):
+        if files.root.name not in watched:
             watched.add(files.root.name)
-            context.spawn(_adopt(context, files, launched, pid))
-        await context.reporter.report(event, event.component, "RUNNING")
-        return
-    # Started once, now neither running nor ended: its launcher died on the way.
-    files.ended.write_text("unknown")
-    await context.reporter.report(
-        event,
-        event.component,
-        "FAILED",
-        message="the launch was interrupted; the task's outcome is unknown",
-    )
+            context.spawn(deliver(context, files))
 
 
-async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched, pid: int) -> None:
-    """Wait for an orphaned task to end, then report it."""
-    # Polling is the only way: a process that is not our child cannot be awaited.
-    while _alive(pid):  # noqa: ASYNC110
-        await asyncio.sleep(POLL)
-    if files.ended.exists():
-        return
-    files.ended.write_text("unknown")
-    output = {"stdout": tail(files.output / "stdout"), "stderr": tail(files.output / "stderr")}
-    # Reports are keyed by the launch event's id: rebuild an envelope that carries it.
+def _about(files: SessionFiles, launched: Launched) -> tuple[Event, str]:
+    """An envelope that carries the launch event's id, so that reports about an
+    adopted task use the delivery ids its own launcher would have used."""
     event = SessionChanged(
         id=launched.event,
         session=files.root.name,
@@ -147,29 +135,53 @@ async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched
         created=format_instant(datetime.now(UTC)),
         body=TransitionBody(source="RUNNING", target="ENDED", cause="adopted", time=""),
     )
-    log.warning("task.adopted_ended", session=event.session, pid=pid)
-    if files.released.exists():
-        await context.reporter.report(
-            event, launched.component, "CANCELLED", message="stopped by release", output=output
-        )
+    return event, launched.component
+
+
+async def already_launched(
+    context: WorkerContext, event: Event, files: SessionFiles, watched: set[str]
+) -> None:
+    """A launch delivered again: say what is true of the task started the first time."""
+    assert event.component is not None
+    read = await asyncio.to_thread(_read, files)
+    if files.report.exists():
+        # Its end is known and kept: make sure someone delivers it.
+        if files.root.name not in watched and not files.reported.exists():
+            watched.add(files.root.name)
+            context.spawn(deliver(context, files))
         return
-    await context.reporter.report(
-        event,
-        launched.component,
-        "FAILED",
-        message="the launcher restarted while the task ran; its outcome is unknown",
-        output=output,
-    )
+    if read is not None and read[1] is not None and _alive(read[1]):
+        launched, pid = read[0], read[1]
+        if files.root.name not in watched and _abandoned(launched):
+            watched.add(files.root.name)
+            context.spawn(_adopt(context, files, launched, pid), about=(event, event.component))
+        await context.reporter.report(event, event.component, "RUNNING")
+        return
+    if read is not None and read[1] is not None:
+        # It ran and ended while no launcher watched: its supervisor kept the status.
+        await _conclude(context, files, read[0])
+        return
+    # Started once, never recorded as running: its launcher died on the way.
+    details = {"message": "the launch was interrupted; the task's outcome is unknown"}
+    await asyncio.to_thread(keep, files, event.id, event.component, "FAILED", details)
+    await deliver(context, files)
 
 
-#: Bytes of stdout and of stderr sent back with a final report.
-OUTPUT_TAIL = 16 * 1024
+async def _adopt(context: WorkerContext, files: SessionFiles, launched: Launched, pid: int) -> None:
+    """Wait for an orphaned task to end, then report it as its launcher would have."""
+    # Polling is the only way: a process that is not our child cannot be awaited.
+    while _alive(pid):  # noqa: ASYNC110
+        await asyncio.sleep(POLL)
+    log.warning("task.adopted_ended", session=files.root.name, pid=pid)
+    await _conclude(context, files, launched)
 
 
-def tail(path: Path) -> str:
-    """The last :data:`OUTPUT_TAIL` bytes of a file, as text ('' when missing)."""
-    if not path.exists():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - OUTPUT_TAIL))
-        return handle.read().decode("utf-8", errors="replace")
+async def _conclude(context: WorkerContext, files: SessionFiles, launched: Launched) -> None:
+    """Keep and deliver the final report of a task that ended, from its recorded status."""
+    if not files.report.exists():
+        code = await asyncio.to_thread(exit_status, files)
+        phase, details = await asyncio.to_thread(conclude, files, code, launched.paths)
+        await asyncio.to_thread(keep, files, launched.event, launched.component, phase, details)
+        with contextlib.suppress(FileNotFoundError):
+            files.pid.unlink()
+    await deliver(context, files)

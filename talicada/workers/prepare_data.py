@@ -22,7 +22,7 @@ from talicada.schema.model import ComponentPhase, SimpleDataResource, kind_of
 from talicada.settings import PlatformSettings, Settings
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import Handler, WorkerContext
-from talicada.workers.staging import StagingError, StagingLimits, stage
+from talicada.workers.staging import StagingError, StagingLimits, clear_stale, stage
 
 log = structlog.get_logger("talicada.worker.prepare-data")
 
@@ -52,6 +52,7 @@ def local(context: WorkerContext) -> Handler:
             case ReleaseData(body=body):
                 # Staged copies go; what the task wrote to its output stays (the record).
                 await asyncio.to_thread(shutil.rmtree, files.root / "storage", True)
+                await asyncio.to_thread(shutil.rmtree, files.root / "scratch", True)
                 outcome: ComponentPhase = "COMPLETED" if body.normal else "CANCELLED"
                 for component in body.components:
                     await context.reporter.report(event, component, outcome)
@@ -74,6 +75,11 @@ async def _stage(
         )
         return
     target = files.data(event.body.storage, component)
+    limits = limits_for(context.settings, context.platform(event))
+    scratch = files.scratch(component)
+    # A worker killed mid-download left its partial here: it is no one's now.
+    for stale in await asyncio.to_thread(clear_stale, scratch, limits.timeout_s + 60):
+        log.info("staging.stale_removed", session=event.session, path=str(stale))
 
     async def progress(done: int, total: int | None) -> None:
         counts = {"done": done, **({"total": total} if total is not None else {})}
@@ -88,8 +94,9 @@ async def _stage(
             name=(data.meta.name if data.meta and data.meta.name else component),
             expected_size=data.size,
             expected_checksum=data.checksum,
-            limits=limits_for(context.settings, context.platform(event)),
+            limits=limits,
             progress=progress,
+            scratch=scratch,
         )
     except StagingError as error:
         await context.reporter.report(event, component, "FAILED", message=str(error))
@@ -99,4 +106,6 @@ async def _stage(
         component,
         "AVAILABLE",
         message=f"staged {staged.size} bytes, sha256 {staged.sha256}",
+        # What the launcher may mount: this verified file and nothing else.
+        outputs={"file": staged.path.name, "size": str(staged.size), "sha256": staged.sha256},
     )

@@ -18,7 +18,7 @@ from datetime import timedelta
 import aiohttp
 import structlog
 
-from talicada.events.bus import Bus, Delivery
+from talicada.events.bus import Bus, Delivery, jittered
 from talicada.events.consumer import Consumer
 from talicada.events.envelope import Event, Release, ReleaseData
 from talicada.events.report import Report, encoder
@@ -26,11 +26,14 @@ from talicada.events.signing import sign
 from talicada.schema.model import ComponentPhase
 from talicada.settings import PlatformSettings, Settings
 from talicada.workers.backends._shared import Ledger, MemoryLedger, ledger_for
+from talicada.workers.health import BackgroundFailures, keep_publishing, snapshot
 
 log = structlog.get_logger("talicada.worker")
 
 #: Attempts to deliver one callback before the event is retried as a whole.
 CALLBACK_ATTEMPTS = 3
+#: Seconds background work may go on after the worker stopped consuming.
+BACKGROUND_GRACE = 10.0
 
 
 class CallbackFailed(Exception):
@@ -70,7 +73,8 @@ class Reporter:
             except (aiohttp.ClientError, TimeoutError) as error:
                 reason = f"{type(error).__name__}: {error}"
             log.warning("callback.failed", session=session, attempt=attempt, reason=reason)
-            await asyncio.sleep(0.2 * 2**attempt)
+            if attempt < CALLBACK_ATTEMPTS:
+                await asyncio.sleep(jittered(0.2 * 2**attempt))
         raise CallbackFailed(f"the broker did not take the report: {reason}")
 
     async def report(
@@ -108,7 +112,8 @@ class WorkerContext:
     """What every worker handler may use.
 
     ``ledger`` keeps what a back end follows across restarts; ``stopping`` is
-    set when the worker stops, so background loops (followers) end.
+    set when the worker stops, so background loops (followers) end;
+    ``failures`` counts background work that failed, for the worker's health.
     """
 
     settings: Settings
@@ -116,17 +121,39 @@ class WorkerContext:
     background: set[asyncio.Task[None]]
     ledger: Ledger = field(default_factory=MemoryLedger)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: BackgroundFailures = field(default_factory=BackgroundFailures)
 
-    def spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None], *, about: tuple[Event, str] | None = None) -> None:
         """Run ``work`` after the handler returns (e.g. watching a process).
 
-        Its failure is logged, never lost (a background task's exception would
-        otherwise go unread).
+        Its failure is logged and counted, never lost (a background task's
+        exception would otherwise go unread), and with ``about`` = (event,
+        component) that component is reported FAILED with the reason, so its
+        session does not wait for news that will never come.
         """
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(lambda done: self._failed(done, about))
+
+    def _failed(self, task: asyncio.Task[None], about: tuple[Event, str] | None) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        reason = f"{type(error).__name__}: {error}"
+        self.failures.add(reason)
+        log.error("background.failed", error=repr(error), exc_info=error)
+        if about is not None and not self.stopping.is_set():
+            event, component = about
+            self.spawn(
+                self.reporter.report(
+                    event,
+                    component,
+                    "FAILED",
+                    suffix=":background",
+                    message=f"the worker's background work failed: {reason}"[:500],
+                )
+            )
 
     def platform(self, event: Event) -> PlatformSettings:
         """The settings of ``event``'s platform: each platform's settings apply to
@@ -137,11 +164,6 @@ class WorkerContext:
             if platform.name == event.platform:
                 return platform
         raise UnknownPlatform(f"no platform {event.platform!r} in this worker's settings")
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background.failed", error=repr(task.exception()), exc_info=task.exception())
 
 
 def about(event: Event) -> list[str]:
@@ -174,12 +196,19 @@ async def run_worker(
     secret: bytes,
     stop: asyncio.Event,
 ) -> None:
-    """Consume ``stream`` as worker ``name`` until ``stop`` is set, then finish in-flight work."""
+    """Consume ``stream`` as worker ``name`` until ``stop`` is set, then finish in-flight work.
+
+    Background work still running :data:`BACKGROUND_GRACE` seconds after the
+    consumer stopped is cancelled before the HTTP session it reports through
+    closes; what it had to report stays where a successor finds it (the ledger,
+    a kept report, the stream).
+    """
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
         context = WorkerContext(
             settings, Reporter(broker_url, secret, client), set(), ledger_for(bus)
         )
         handler = factory(context)
+        me = consumer_name(name)
 
         async def dead_letter(delivery: Delivery, reason: str) -> None:
             # The message will never be handled: the components it was about failed.
@@ -205,9 +234,31 @@ async def run_worker(
             heartbeat=timedelta(seconds=settings.reclaim_idle / 3),
             on_dead_letter=dead_letter,
         )
-        log.info("worker.started", worker=name, stream=stream, consumer=consumer_name(name))
-        await consumer.run(stop)
-        context.stopping.set()
-        if context.background:
-            await asyncio.wait(context.background, timeout=10)
+        started = time.time()
+        health = asyncio.create_task(
+            keep_publishing(
+                context.ledger,
+                lambda: snapshot(name, stream, me, started, consumer.stats, context.failures),
+                context.stopping,
+            )
+        )
+        log.info("worker.started", worker=name, stream=stream, consumer=me)
+        try:
+            await consumer.run(stop)
+        finally:
+            context.stopping.set()
+            if context.background:
+                await asyncio.wait(context.background, timeout=BACKGROUND_GRACE)
+            await _cancel(context.background)
+            await asyncio.gather(health, return_exceptions=True)
         log.info("worker.stopped", worker=name)
+
+
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` (and what they start meanwhile) and wait until they are done."""
+    while tasks:
+        left = list(tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        tasks.difference_update(left)

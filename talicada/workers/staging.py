@@ -6,17 +6,23 @@ of a session. Sources are ``http(s)://`` (downloaded with aiohttp) and ``file://
 next to the target while SHA-256 (and the expected checksum's algorithm) is
 computed on the way, and only a complete, verified file is renamed into place,
 so a reader never sees a partial item and a failure leaves nothing behind.
+The temporary file lives in a ``scratch`` directory outside the data directory
+(on the same file system, for the atomic rename), so even the partial of a
+worker killed mid-download is never among the files a task is shown; such
+leftovers are removed by :func:`clear_stale` before the item is staged again.
 Staging the same item again replaces the file, as a redelivered event must.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import stat
+import time
 import unicodedata
 import zlib
 from collections.abc import Awaitable, Callable
@@ -27,7 +33,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
-__all__ = ["StagedFile", "StagingError", "StagingLimits", "stage"]
+__all__ = ["StagedFile", "StagingError", "StagingLimits", "clear_stale", "stage"]
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -36,6 +42,8 @@ _MAX_REDIRECTS = 10
 _HEX = {"sha256": 64, "md5": 32, "adler32": 8}
 
 Progress = Callable[[int, int | None], Awaitable[None]]
+#: Suffix of the temporary file a download is written to until it is verified.
+PARTIAL = ".partial"
 
 
 class StagingError(Exception):
@@ -173,7 +181,9 @@ class _Sink:
         self.stream.flush()
         os.fsync(self.stream.fileno())  # durable before anyone is told it is staged
         self.stream.close()
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.partial, final)  # atomic, and overwrites an earlier staging
+        fsync_directory(final.parent)  # the new name, too, survives a power cut
 
     def discard(self) -> None:
         if self.stream is not None:
@@ -191,13 +201,16 @@ async def stage(
     limits: StagingLimits,
     progress: Progress | None = None,
     session: aiohttp.ClientSession | None = None,
+    scratch: Path | None = None,
 ) -> StagedFile:
     """Fetch ``location`` into ``target_dir`` and verify it; raises :class:`StagingError`.
 
     The file is named after the URL's last path segment, or ``name`` when that is
     unusable. ``progress(done, total)`` is awaited at most every
     ``limits.progress_every`` bytes and once at the end. A given ``session`` is
-    used as is and left open.
+    used as is and left open. The bytes are written in ``scratch`` (default:
+    ``target_dir`` itself, as a hidden file) until verified; pass a directory
+    outside what readers list so that not even a crash can show them a partial.
     """
     shown = _display(location)
     parts = urlsplit(location)
@@ -212,7 +225,7 @@ async def stage(
     if expected_size is not None and expected_size < cap:
         cap, reason = expected_size, f"{shown} has more than the expected {expected_size} bytes."
     sink = _Sink(
-        target_dir / f".{filename}.{secrets.token_hex(4)}.partial",
+        (scratch or target_dir) / f".{filename}.{secrets.token_hex(4)}{PARTIAL}",
         cap,
         reason,
         None if checksum is None else checksum[0],
@@ -241,6 +254,32 @@ async def stage(
         sink.discard()
         raise
     return StagedFile(path=final, size=sink.size, sha256=sink.sha256.hexdigest())
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the names just created or renamed in ``directory`` durable (blocking)."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def clear_stale(scratch: Path, older_than: float) -> list[Path]:
+    """Remove the partials in ``scratch`` nobody wrote to for ``older_than`` seconds.
+
+    A live download writes at least once per stall timeout, so an older partial
+    belongs to a worker that died mid-transfer (blocking: call it in a thread).
+    Returns what was removed.
+    """
+    removed = []
+    horizon = time.time() - older_than
+    for path in scratch.glob(f"*{PARTIAL}") if scratch.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < horizon:
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 async def _pump(

@@ -10,6 +10,13 @@ a while, writes results, fails with an exit status, and dies on SIGTERM::
 Exit statuses: 0 done, 1 the task itself failed (e.g. a path to hash is missing),
 2 the spec is unusable, 3 the injected ``fail`` fired, 143 ended by SIGTERM.
 
+With ``--status FILE`` first, the program forks: the child runs the task and
+the parent waits for it, makes its stdout and stderr durable and writes the
+exit status to FILE (atomically, fsynced), so the outcome survives the death
+of the launcher that started it: a launcher started later reads FILE instead
+of guessing (``talicada/workers/orphans.py``). A child killed by signal N is
+recorded as 128 + N, the shell's convention.
+
 The launcher uses the Python side: :class:`TaskSpec`, :func:`command` and
 :func:`parse_result`. This module imports only the standard library and msgspec
 at start-up, because its import time is part of every task's start-up time.
@@ -17,6 +24,7 @@ at start-up, because its import time is part of every task's start-up time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -44,6 +52,8 @@ __all__ = [
     "command",
     "main",
     "parse_result",
+    "read_status",
+    "write_status",
 ]
 
 EXIT_OK = 0
@@ -106,9 +116,17 @@ class _Result(msgspec.Struct, forbid_unknown_fields=True):
     digests: dict[str, Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]]
 
 
-def command(spec: TaskSpec) -> list[str]:
-    """The argv that runs ``spec`` with this interpreter (no shell involved)."""
-    return [sys.executable, "-m", "talicada.workers.tasks", msgspec.json.encode(spec).decode()]
+def command(spec: TaskSpec, status: str | None = None) -> list[str]:
+    """The argv that runs ``spec`` with this interpreter (no shell involved); with
+    ``status``, its exit status is recorded in that file."""
+    recorded = ["--status", status] if status is not None else []
+    return [
+        sys.executable,
+        "-m",
+        "talicada.workers.tasks",
+        *recorded,
+        msgspec.json.encode(spec).decode(),
+    ]
 
 
 def parse_result(stdout: bytes) -> dict[str, str]:
@@ -216,11 +234,67 @@ def _run(spec: TaskSpec) -> int:
     return EXIT_OK
 
 
+def write_status(path: str, code: int) -> None:
+    """Write ``code`` to ``path`` so that it survives any crash: temporary file,
+    fsync, rename, fsync of the directory."""
+    directory = os.path.dirname(path) or "."
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as stream:
+        stream.write(f"{code}\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_status(path: str) -> int | None:
+    """The exit status :func:`write_status` recorded, or None when there is none."""
+    try:
+        with open(path) as stream:
+            return int(stream.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _supervise(status: str, args: list[str]) -> int:
+    """Run the task in a child process and record how it ended (see the module doc)."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which never returns here
+        code = EXIT_USAGE
+        try:
+            code = main(args)
+        except SystemExit as stop:  # the task's own signal handler ends it this way
+            code = stop.code if isinstance(stop.code, int) else EXIT_FAILED
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    # The parent outlives the child: a SIGTERM to the process group is for the task.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _, wait_status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(wait_status):
+        code = 128 + os.WTERMSIG(wait_status)
+    else:
+        code = os.WEXITSTATUS(wait_status)
+    for stream in (1, 2):  # the task's output, before its status names it final
+        with contextlib.suppress(OSError):  # a pipe or a terminal: nothing to make durable
+            os.fsync(stream)
+    write_status(status, code)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the task named by the one argument (a JSON spec, or ``-`` for stdin)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "--status":
+        return _supervise(args[1], args[2:])
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m talicada.workers.tasks <json-spec> | -", file=sys.stderr)
         return EXIT_USAGE

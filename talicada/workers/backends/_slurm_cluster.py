@@ -29,7 +29,7 @@ from talicada.services.slurm import Job, SlurmCLI, SlurmError
 from talicada.settings import PlatformSettings, SlurmSettings
 from talicada.workers.backends._shared import sleep_until
 from talicada.workers.files import SessionFiles
-from talicada.workers.orphans import tail
+from talicada.workers.outcome import tail
 from talicada.workers.runtime import CallbackFailed, WorkerContext
 from talicada.workers.tasks import parse_result
 

@@ -42,7 +42,7 @@ from talicada.settings import PlatformSettings, SlurmSettings
 from talicada.workers.backends._slurm_cluster import Cluster, Watch
 from talicada.workers.files import SessionFiles
 from talicada.workers.launch import link_mounts
-from talicada.workers.orphans import tail
+from talicada.workers.outcome import tail
 from talicada.workers.runtime import Handler, WorkerContext
 from talicada.workers.tasks import TaskSpec, command
 
@@ -183,7 +183,7 @@ def _program(
     executable = event.body.executable
     if isinstance(executable, TestTask):
         body = event.body
-        link_mounts(files, body.compute, body.data, body.storage)
+        link_mounts(files, body.compute, body.data, body.storage, body.handles)
         paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
         return command(TaskSpec.from_executable(executable, list(paths))), {}, paths
     if isinstance(executable, DockerContainer):
