@@ -732,7 +732,7 @@ async def test_capabilities_describe_platforms_and_kinds(client: Client) -> None
 async def test_probes_and_availability_answer(client: Client) -> None:
     """/healthz, /readyz and /availability answer 200 with their status."""
     assert await get(client, "/healthz") == (200, {"status": "ok"})
-    assert await get(client, "/readyz") == (200, {"status": "ok"})
+    assert await get(client, "/readyz") == (200, {"status": "ok", "workers": []})
     status, doc = await get(client, "/availability")
     assert status == 200
     assert doc["available"] is True

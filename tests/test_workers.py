@@ -166,9 +166,7 @@ async def test_a_launch_that_fails_to_start_can_be_tried_again(
     ctx, recorder = context(tmp_path)
     handle = launch.local(ctx)
     delivery = launch_event("s6")
-    monkeypatch.setattr(
-        launch, "command", lambda spec, status=None: ["/nonexistent/talicada-task"]
-    )
+    monkeypatch.setattr(launch, "command", lambda spec, status=None: ["/nonexistent/talicada-task"])
     with pytest.raises(FileNotFoundError):
         await handle(delivery)
     files = SessionFiles.of(tmp_path, "s6")
@@ -221,7 +219,8 @@ async def test_a_task_that_ended_while_no_launcher_ran_is_reported_with_its_real
     (report,) = recorder.reports
     assert report.phase == "FAILED"
     assert report.message == "tasks: the injected failure fired"
-    assert files.report.exists() and files.reported.exists()
+    assert files.report.exists()
+    assert files.reported.exists()
     # and a further delivery sends nothing new
     await launch.local(ctx)(delivery)
     assert len(recorder.reports) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from aiohttp import hdrs, web
 
 from talicada.broker import ttl
@@ -21,6 +22,8 @@ from talicada.schema.codec import MediaType
 from talicada.schema.messages import RequestInvalid
 from talicada.schema.model import SessionPhase
 from talicada.schema.validation import parse_request, parse_update
+from talicada.workers.backends._shared import ledger_for
+from talicada.workers.health import workers as worker_health
 
 routes = web.RouteTableDef()
 
@@ -183,14 +186,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the state store answers."""
-    ready = await request.app[BROKER].store.ping()
-    return respond(
-        request,
-        {"status": "ok" if ready else "unavailable"},
-        status=200 if ready else 503,
-        root="health",
-    )
+    """Readiness: the state store answers. Lists the workers' health records
+    (talicada/workers/health.py), each marked alive or not; readiness does not
+    depend on them, since workers come and go independently of the broker."""
+    store = request.app[BROKER].store
+    ready = await store.ping()
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable"}
+    if ready:
+        try:
+            found = await worker_health(ledger_for(store.bus))
+        except Exception:  # a probe must answer even when the records cannot be read
+            found = []
+        body["workers"] = [msgspec.to_builtins(record) for record in found]
+    return respond(request, body, status=200 if ready else 503, root="health")
 
 
 @routes.get("/metrics")

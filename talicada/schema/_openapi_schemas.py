@@ -272,7 +272,37 @@ def _service_schemas() -> dict[str, Any]:
             "title": "Health",
             "description": "The answer of a probe.",
             "type": "object",
-            "properties": {"status": {"enum": ["ok", "unavailable"]}},
+            "properties": {
+                "status": {"enum": ["ok", "unavailable"]},
+                "workers": {
+                    "description": (
+                        "/readyz only: the health record each worker publishes every 5 s "
+                        "(talicada/workers/health.py); alive is false once a record is "
+                        "15 s old."
+                    ),
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "worker": {"type": "string"},
+                            "stream": {"type": "string"},
+                            "consumer": {"type": "string"},
+                            "host": {"type": "string"},
+                            "pid": {"type": "integer"},
+                            "started": {"type": "number"},
+                            "seen": {"type": "number"},
+                            "processed": {"type": "integer"},
+                            "retried": {"type": "integer"},
+                            "dead_lettered": {"type": "integer"},
+                            "overdue": {"type": "integer"},
+                            "in_flight": {"type": "integer"},
+                            "background_failed": {"type": "integer"},
+                            "last_failure": {"type": "string"},
+                            "alive": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
             "required": ["status"],
         },
     }

@@ -8,6 +8,7 @@ so the broker applies worker results the same way whatever the deployment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ from talicada.events.consumer import Consumer
 from talicada.events.envelope import Event, Release, ReleaseData
 from talicada.events.report import Report, encoder
 from talicada.events.signing import sign
+from talicada.schema.iso8601 import parse_instant
 from talicada.schema.model import ComponentPhase
 from talicada.settings import PlatformSettings, Settings
 from talicada.workers.backends._shared import Ledger, MemoryLedger, ledger_for
@@ -43,10 +45,19 @@ class CallbackFailed(Exception):
 class Reporter:
     """Signs reports and posts them to the broker's ``/callbacks/{session}``."""
 
-    def __init__(self, broker_url: str, secret: bytes, client: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        secret: bytes,
+        client: aiohttp.ClientSession,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.broker_url = broker_url.rstrip("/")
         self.secret = secret
         self.client = client
+        #: Set when the worker stops: a report waiting for the broker gives up, so
+        #: its event is retried by whoever consumes the stream next.
+        self.stop = stop or asyncio.Event()
 
     async def send(self, session: str, report: Report) -> None:
         """Deliver ``report``; CallbackFailed when the broker cannot take it now.
@@ -90,6 +101,11 @@ class Reporter:
 
         The delivery id is derived from the event, component and phase, so a
         redelivered event reports with the same ids and changes nothing twice.
+        While the broker cannot take it (away, restarting, 5xx) the report is
+        retried with jittered backoff until the event's deadline, so a broker
+        away for minutes costs neither the work already done nor the event's
+        deliveries; the consumer cancels it at the deadline. An event without a
+        deadline, or a stopping worker, gives up after one round of attempts.
         """
         delivery = f"{event.id}:{component}:{phase}{suffix}"
         report = Report(
@@ -100,7 +116,28 @@ class Reporter:
             phase=phase,
             **details,  # type: ignore[arg-type]
         )
-        await self.send(event.session, report)
+        until = _deadline(event)
+        rounds = 0
+        while True:
+            try:
+                await self.send(event.session, report)
+                return
+            except CallbackFailed:
+                rounds += 1
+                if until is None or time.time() >= until or self.stop.is_set():
+                    raise
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), jittered(min(2.0**rounds, 30.0)))
+
+
+def _deadline(event: Event) -> float | None:
+    """The event's deadline in Unix seconds (None: it has none)."""
+    if event.deadline is None:
+        return None
+    try:
+        return parse_instant(event.deadline).timestamp()
+    except ValueError:
+        return None
 
 
 class UnknownPlatform(Exception):
@@ -205,7 +242,7 @@ async def run_worker(
     """
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
         context = WorkerContext(
-            settings, Reporter(broker_url, secret, client), set(), ledger_for(bus)
+            settings, Reporter(broker_url, secret, client, stop), set(), ledger_for(bus)
         )
         handler = factory(context)
         me = consumer_name(name)
