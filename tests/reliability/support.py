@@ -17,10 +17,10 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio
@@ -108,6 +108,7 @@ class OwnRedis:
 
 
 TOKEN = secrets.token_hex(16)
+T = TypeVar("T")
 
 
 @dataclass
@@ -260,8 +261,8 @@ def delay(seconds: float) -> dict[str, Any]:
     }
 
 
-async def submit(http: aiohttp.ClientSession, url: str, request: dict[str, Any]) -> str:
-    """Ask for offers and accept the first; retried while the broker says 409 or 503."""
+async def offer(http: aiohttp.ClientSession, url: str, request: dict[str, Any]) -> str:
+    """Ask for offers; the first one's uuid. Retried while the broker says 409 or 503."""
     for _ in range(50):
         async with http.post(f"{url}/requests", json=request) as response:
             if response.status in (409, 503):
@@ -271,23 +272,39 @@ async def submit(http: aiohttp.ClientSession, url: str, request: dict[str, Any])
             body = await response.json()
         assert body["result"] == "YES", body
         uuid: str = body["offers"][0]["meta"]["uuid"]
-        async with http.post(f"{url}/sessions/{uuid}", json=ACCEPT) as response:
-            assert response.status == 200, await response.text()
         return uuid
     raise AssertionError("the broker kept refusing the request")
+
+
+async def accept(http: aiohttp.ClientSession, url: str, uuid: str) -> None:
+    """Accept an offer."""
+    async with http.post(f"{url}/sessions/{uuid}", json=ACCEPT) as response:
+        assert response.status == 200, await response.text()
+
+
+async def submit(http: aiohttp.ClientSession, url: str, request: dict[str, Any]) -> str:
+    """Ask for offers and accept the first."""
+    uuid = await offer(http, url, request)
+    await accept(http, url, uuid)
+    return uuid
+
+
+async def bounded(concurrency: int, work: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every item of ``work``, ``concurrency`` at a time; results in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: Awaitable[T]) -> T:
+        async with gate:
+            return await item
+
+    return list(await asyncio.gather(*(one(item) for item in work)))
 
 
 async def submit_many(
     http: aiohttp.ClientSession, url: str, requests: Iterable[dict[str, Any]], concurrency: int = 8
 ) -> list[str]:
     """Submit and accept every request, ``concurrency`` at a time, in order."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(request: dict[str, Any]) -> str:
-        async with gate:
-            return await submit(http, url, request)
-
-    return list(await asyncio.gather(*(one(request) for request in requests)))
+    return await bounded(concurrency, (submit(http, url, request) for request in requests))
 
 
 async def phases(http: aiohttp.ClientSession, url: str, uuids: list[str]) -> dict[str, str]:
