@@ -34,7 +34,7 @@ PERIOD = 5.0
 STALE_AFTER = 3 * PERIOD
 
 
-class WorkerHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
+class WorkerHealth(msgspec.Struct, kw_only=True):
     """What one worker says of itself (schema-evolution rules apply: new fields get defaults)."""
 
     worker: str
@@ -52,7 +52,7 @@ class WorkerHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     in_flight: int = 0
     #: Background tasks (task watchers, orphan adoption) that failed, and the last reason.
     background_failed: int = 0
-    last_failure: str | None = None
+    last_failure: str = ""
     #: Filled in by readers: whether the record is recent enough to trust.
     alive: bool = True
 
@@ -97,7 +97,7 @@ def snapshot(
         overdue=stats.overdue,
         in_flight=stats.in_flight,
         background_failed=failures.count,
-        last_failure=failures.last,
+        last_failure=failures.last or "",
     )
 
 
