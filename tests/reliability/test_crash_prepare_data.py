@@ -46,6 +46,7 @@ async def test_a_stager_killed_mid_download_stages_once_and_no_task_sees_a_parti
     began = time.monotonic()
     # Given a data server that sends 4 MiB slowly (about 3 s a download)
     bytes_sent = 0
+    enough = asyncio.Event()  # a megabyte per session has gone out
 
     async def slow(request: web.Request) -> web.StreamResponse:
         nonlocal bytes_sent
@@ -54,6 +55,8 @@ async def test_a_stager_killed_mid_download_stages_once_and_no_task_sees_a_parti
         for offset in range(0, len(BIG), CHUNK):
             await response.write(BIG[offset : offset + CHUNK])
             bytes_sent += CHUNK
+            if bytes_sent >= SESSIONS * 1024 * 1024:
+                enough.set()
             await asyncio.sleep(0.1)
         return response
 
@@ -70,10 +73,7 @@ async def test_a_stager_killed_mid_download_stages_once_and_no_task_sees_a_parti
         async with aiohttp.ClientSession(headers=deployment.headers) as http:
             uuids = await submit_many(http, deployment.url, [request] * SESSIONS)
             # When the stager is killed with a megabyte or more of each download written
-            deadline = time.monotonic() + 60
-            while bytes_sent < SESSIONS * 1024 * 1024 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert bytes_sent >= SESSIONS * 1024 * 1024, "the downloads did not start"
+            await asyncio.wait_for(enough.wait(), timeout=60)
             deployment.kill("prepare-data")
             await asyncio.sleep(0.5)
             # (its partials are left behind, outside every data directory)
@@ -94,7 +94,9 @@ async def test_a_stager_killed_mid_download_stages_once_and_no_task_sees_a_parti
     # and each step completed once: one AVAILABLE per data item, one task start each
     duplicated = sum(duplicated_moves(log) for log in logs.values())
     assert duplicated == 0
-    starts = [line for line in deployment.log_events("launch") if line.get("event") == "task.started"]
+    starts = [
+        line for line in deployment.log_events("launch") if line.get("event") == "task.started"
+    ]
     assert sorted(line["session"] for line in starts) == sorted(uuids)
     recorded(
         Figures(

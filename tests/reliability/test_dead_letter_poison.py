@@ -87,6 +87,6 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_blocks_n
             duplicated=0,
             recover_s=dead,
             seconds=time.monotonic() - began,
-            notes=f"dead-lettered after {DELIVERIES} deliveries; its session FAILED with the reason",
+            notes=f"dead-lettered after {DELIVERIES} deliveries; its session FAILED (reason kept)",
         )
     )
