@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -17,6 +18,22 @@ ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
 CANCEL = {"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"}
 #: What the loopback file server serves (the ``file_server`` fixture).
 FILES = {"a.fits": os.urandom(200_000), "b.fits": b"SIMPLE  =                    T" * 100}
+
+
+class ShiftedClock:
+    """The wall clock moved by hand, for a broker's ``clock=``: tests jump to the
+    instant they need instead of sleeping until it (and cannot flake on a busy
+    machine). ``move_to`` sets what it reads now; it goes on ticking from there."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def move_to(self, instant: float) -> None:
+        """Make the clock read ``instant`` (Unix seconds) now."""
+        self.offset = datetime.fromtimestamp(instant, UTC) - datetime.now(UTC)
 
 
 async def accept_first(client: Client, request: dict[str, Any]) -> str:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from talicada.broker.store import Store
 from talicada.schema.iso8601 import format_instant, parse_instant
+from tests.conftest import BrokerFactory
 from tests.lifecycle_support import (
     CANCEL,
     FILES,
     Client,
+    ShiftedClock,
     accept_first,
     checksum_request,
     digests_of,
@@ -102,18 +104,28 @@ async def test_cancelling_a_running_session_stops_its_process_within_a_second(
     assert await store.entries("local") == []
 
 
-async def test_a_session_accepted_for_later_waits_until_its_start(broker: Client) -> None:
+async def test_a_session_accepted_for_later_waits_until_its_start(
+    start_broker: BrokerFactory,
+) -> None:
+    # The broker's clock is moved by hand: no waiting for the start, no flaking.
+    clock = ShiftedClock()
+    broker = await start_broker(clock=clock)
     # The local platform prepares a ping in 1 s, so preparation starts in 10 s.
-    start = datetime.now(UTC) + timedelta(seconds=11)
+    start = clock() + timedelta(seconds=11)
     request = task("ping")
     request["schedule"]["requested"]["start"] = f"{format_instant(start)}/PT1M"
     uuid = await accept_first(broker, request)
     assert await wait_for_phase(broker, uuid, {"WAITING"}, limit=5) == "WAITING"
     offer = await (await broker.get(f"/sessions/{uuid}")).json()
-    preparing = offer["schedule"]["preparing"]["start"]
-    assert parse_instant(preparing).timestamp() >= time.time() + 8
-    phase = await wait_for_phase(broker, uuid, {"PREPARING", "RUNNING", "RELEASING", "COMPLETED"})
-    assert phase != "WAITING"
-    # it left WAITING at its scheduled time, not before
-    assert time.time() >= parse_instant(preparing).timestamp() - 0.2
+    preparing = parse_instant(offer["schedule"]["preparing"]["start"]).timestamp()
+    assert preparing >= clock().timestamp() + 8
+    # When its clock reads a moment before the preparation start, it still waits
+    clock.move_to(preparing - 0.5)
+    await asyncio.sleep(0.5)  # a couple of the timer loop's 200 ms polls
+    assert (await (await broker.get(f"/sessions/{uuid}")).json())["phase"] == "WAITING"
+    # and at the start it prepares, runs and completes
+    clock.move_to(preparing)
     assert await wait_for_phase(broker, uuid, {"COMPLETED"}) == "COMPLETED"
+    log = await (await broker.get(f"/sessions/{uuid}/log")).json()
+    left = next(item for item in log["history"] if item.get("from") == "WAITING")
+    assert parse_instant(left["time"]).timestamp() >= preparing
