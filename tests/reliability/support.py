@@ -132,6 +132,10 @@ class Deployment:
         """What every API call carries."""
         return {"Authorization": f"Bearer {TOKEN}"}
 
+    def client(self) -> aiohttp.ClientSession:
+        """An HTTP client of the API whose every call is bounded (30 s)."""
+        return aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=30))
+
     @property
     def work_dir(self) -> Path:
         """Where the local platform keeps its sessions' files."""

@@ -7,8 +7,6 @@ import asyncio
 import time
 from collections import Counter
 
-import aiohttp
-
 from tests.reliability.conftest import recorded
 from tests.reliability.support import (
     TERMINAL,
@@ -32,7 +30,7 @@ async def test_a_broker_killed_with_200_sessions_in_flight_loses_none(
 ) -> None:
     began = time.monotonic()
     await deployment.start_all()
-    async with aiohttp.ClientSession(headers=deployment.headers) as http:
+    async with deployment.client() as http:
         # Given 200 sessions of 5 s tasks, offered first and then accepted together
         requests = [delay(5) for _ in range(SESSIONS)]
         uuids = await bounded(8, (offer(http, deployment.url, request) for request in requests))

@@ -7,8 +7,6 @@ import asyncio
 import time
 from collections import Counter
 
-import aiohttp
-
 from tests.reliability.conftest import recorded
 from tests.reliability.support import (
     Deployment,
@@ -31,7 +29,7 @@ async def test_a_launcher_killed_mid_task_loses_no_outcome_and_runs_no_task_twic
 ) -> None:
     began = time.monotonic()
     await deployment.start_all()
-    async with aiohttp.ClientSession(headers=deployment.headers) as http:
+    async with deployment.client() as http:
         # Given 12 tasks running: 9 that succeed after 4 s, 3 that fail after 3 s
         requests = [delay(4) for _ in range(SESSIONS)]
         for request in requests[:3]:

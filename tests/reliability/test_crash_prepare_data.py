@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -70,7 +69,7 @@ async def test_a_stager_killed_mid_download_stages_once_and_no_task_sees_a_parti
         request["data"] = request["data"][:1]
         request["data"][0]["location"] = str(server.make_url("/big.fits"))
         request["compute"]["volumes"][0]["resources"] = [request["data"][0]["meta"]["name"]]
-        async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with deployment.client() as http:
             uuids = await submit_many(http, deployment.url, [request] * SESSIONS)
             # When the stager is killed with a megabyte or more of each download written
             await asyncio.wait_for(enough.wait(), timeout=60)

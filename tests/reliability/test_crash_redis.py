@@ -8,8 +8,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import aiohttp
-
 from tests.reliability.conftest import recorded
 from tests.reliability.support import (
     TERMINAL,
@@ -36,7 +34,7 @@ async def test_a_redis_restart_mid_run_loses_no_session(
     deployment = Deployment(tmp_path / "deployment", own_redis.url)
     try:
         await deployment.start_all()
-        async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with deployment.client() as http:
             # Given 20 sessions of 3 s tasks in flight
             uuids = await submit_many(http, deployment.url, [delay(3) for _ in range(SESSIONS)])
             before = await phases(http, deployment.url, uuids)

@@ -7,8 +7,6 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-
 from talicada.events.envelope import StageBody, StageData
 from talicada.events.redis_bus import RedisBus
 from talicada.events.streams import PREPARE_DATA, stream
@@ -35,7 +33,7 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_blocks_n
     await deployment.start_all()
     bus = await RedisBus.connect(deployment.redis_url, prefix=deployment.prefix)
     try:
-        async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with deployment.client() as http:
             # Given a session waiting for its start, whose data item the poison is about
             later = checksum_request(file_server)
             start = datetime.now(UTC) + timedelta(minutes=10)

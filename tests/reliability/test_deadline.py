@@ -7,7 +7,6 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
@@ -117,7 +116,7 @@ async def test_a_stager_that_never_answers_fails_its_component_at_the_deadline(
         request["data"] = request["data"][:1]
         request["data"][0]["location"] = str(server.make_url("/silent.fits"))
         request["compute"]["volumes"][0]["resources"] = [request["data"][0]["meta"]["name"]]
-        async with aiohttp.ClientSession(headers=deployment.headers) as http:
+        async with deployment.client() as http:
             uuid = await submit(http, deployment.url, request)
             submitted = time.monotonic()
             # When its stager waits for it past the prepare-data time limit
