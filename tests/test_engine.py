@@ -213,6 +213,31 @@ def test_a_backwards_report_is_refused(setup: ComponentPhase, target: ComponentP
         engine.report(record, phase, NOW, executable.uuid, target)
 
 
+def test_a_data_item_reported_ready_before_its_storage_is_not_staged_again() -> None:
+    # Found by the state machine below: storage AVAILABLE used to move such an
+    # item back to PREPARING and stage it a second time.
+    record, phase = preparing()
+    storage = family(record, S)[0]
+    inside = next(
+        item.meta.uuid for item in record.session.data if item.meta and item.storage == storage.uuid
+    )
+    assert inside is not None
+    record, phase = apply(engine.report(record, phase, NOW, inside, "AVAILABLE"))
+    change = engine.report(record, phase, NOW, storage.uuid, "AVAILABLE")
+    assert "data.stage" not in event_types(change)
+    assert {part.uuid: part.phase for part in family(change.record, D)}[inside] == "AVAILABLE"
+
+
+def test_preparation_leaves_alone_a_component_that_already_ended() -> None:
+    # Found by the state machine below: prepare used to move a CANCELLED item to WAITING.
+    record = accepted()
+    data = family(record, D)[0]
+    record, phase = apply(engine.report(record, "ACCEPTED", NOW, data.uuid, "CANCELLED"))
+    change = engine.prepare(record, phase, NOW)
+    assert change is not None
+    assert {part.uuid: part.phase for part in family(change.record, D)}[data.uuid] == "CANCELLED"
+
+
 def test_a_report_about_an_unknown_component_is_refused() -> None:
     record, phase = preparing()
     with pytest.raises(ReportRefused, match="no component"):
@@ -345,8 +370,8 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 Lifecycle.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=25,
+    max_examples=150,
+    stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

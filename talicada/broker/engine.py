@@ -74,6 +74,8 @@ _ORDER: Final[dict[str, int]] = {
     )
 }
 COMPONENT_FINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: Component phases before any worker was asked to act on the component.
+NOT_STARTED: Final = frozenset({"INITIALIZING", "WAITING"})
 #: Families whose release is the launcher's job; the stager releases the rest.
 LAUNCHED: Final = frozenset({"executable", "compute"})
 
@@ -272,6 +274,8 @@ def prepare(record: SessionRecord, phase: SessionPhase, now: datetime) -> Change
     build.move("PREPARING", "scheduled preparation start")
     session = record.session
     for component in build.components():
+        if component.phase not in NOT_STARTED:
+            continue  # a report came first (out of order): never move it back
         if component.family == "storage":
             build.set_component(component, "PREPARING", "allocating storage")
             resource = next(s for s in session.storage if s.meta and s.meta.uuid == component.uuid)
@@ -462,6 +466,8 @@ def _follow_up(build: _Builder, changed: Component, target: ComponentPhase) -> N
         for data in session.data:
             if data.storage == changed.uuid and data.meta and data.meta.uuid:
                 component = next(c for c in everything if c.uuid == data.meta.uuid)
+                if component.phase not in NOT_STARTED:
+                    continue  # already staged, or ended: staging it again would move it back
                 build.set_component(component, "PREPARING", "staging data")
                 build.emit(
                     PREPARE_DATA,
