@@ -6,6 +6,9 @@
 #      (installing Debian's python3-venv first when ensurepip is missing and we are root);
 #   2. runs `pip install -e '.[test]'` only when pyproject.toml is newer than
 #      .venv/.installed-stamp (or the stamp is missing), then touches the stamp.
+#      `ensure_venv runtime` (what `make run` calls) installs only what the
+#      broker needs (`pip install -e .`, stamp .installed-runtime-stamp); a venv
+#      already installed for the tests serves as it is.
 #
 # After it returns, VENV_DIR / VENV_PY point at the ready environment.
 # Executing this file directly (bash scripts/_venv.sh) just runs ensure_venv.
@@ -66,31 +69,44 @@ _venv_ensure_locked() {
         _venv_create || return 1
     fi
 
-    if [[ ! -f "$VENV_STAMP" || "$TALICADA_ROOT/pyproject.toml" -nt "$VENV_STAMP" ]]; then
-        _venv_log "installing talicada (editable) with test extras"
+    local stamp="$VENV_STAMP" target=".[test]" what="with test extras"
+    if [[ "${1:-test}" == "runtime" ]]; then
+        if _venv_fresh "$VENV_STAMP"; then
+            _venv_log "$VENV_DIR is up to date (installed with test extras)"
+            return 0
+        fi
+        stamp="$VENV_DIR/.installed-runtime-stamp" target="." what="(runtime only)"
+    fi
+    if ! _venv_fresh "$stamp"; then
+        _venv_log "installing talicada (editable) $what"
         # Timestamp taken *before* installing, so an edit to pyproject.toml made
         # during the install still triggers a reinstall next time.
-        touch "$VENV_STAMP.new"
-        (cd "$TALICADA_ROOT" && "$VENV_PY" -m pip install --progress-bar off -e '.[test]') >&2 ||
-            _venv_die "pip install -e '.[test]' failed" || return 1
-        mv -f "$VENV_STAMP.new" "$VENV_STAMP"
+        touch "$stamp.new"
+        (cd "$TALICADA_ROOT" && "$VENV_PY" -m pip install --progress-bar off -e "$target") >&2 ||
+            _venv_die "pip install -e '$target' failed" || return 1
+        mv -f "$stamp.new" "$stamp"
     else
-        _venv_log "$VENV_DIR is up to date (pyproject.toml not newer than $(basename "$VENV_STAMP"))"
+        _venv_log "$VENV_DIR is up to date (pyproject.toml not newer than $(basename "$stamp"))"
     fi
 }
 
+# Is stamp "$1" there and newer than pyproject.toml?
+_venv_fresh() {
+    [[ -f "$1" && ! "$TALICADA_ROOT/pyproject.toml" -nt "$1" ]]
+}
+
 ensure_venv() {
-    local rc=0
+    local rc=0 extras="${1:-test}"
     # Serialise concurrent bootstraps (two `make test` at once) when flock exists.
     if command -v flock >/dev/null 2>&1; then
         mkdir -p "$TALICADA_ROOT/var"
         exec 8>"$TALICADA_ROOT/var/venv.lock"
         flock -w 900 8 || _venv_die "timed out waiting for $TALICADA_ROOT/var/venv.lock" || return 1
-        _venv_ensure_locked || rc=$?
+        _venv_ensure_locked "$extras" || rc=$?
         flock -u 8
         exec 8>&-
     else
-        _venv_ensure_locked || rc=$?
+        _venv_ensure_locked "$extras" || rc=$?
     fi
     return "$rc"
 }

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
+import structlog
 from aiohttp import web
 
 from talicada import __version__, logs
@@ -145,29 +147,62 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load(args.config, host=args.host, port=args.port, redis_url=args.redis_url)
         if args.embedded:
             settings = msgspec.structs.replace(settings, redis_url=None)
-        logs.configure(settings.log_format)
+        json_lines = logs.configure(settings.log_format)
         app = create_app(settings)
     except SettingsError as error:
         print(f"talicada: {error}", file=sys.stderr)
         return 2
-    mode = "embedded (in memory, not durable)" if settings.embedded else "redis"
-    print(
-        f"talicada {__version__}: {mode} mode, listening on http://{settings.host}:{settings.port}",
-        file=sys.stderr,
-    )
-    asyncio.run(_run_server(app, settings))
+    try:
+        asyncio.run(_run_server(app, settings, json_lines=json_lines))
+    except StartupFailed as error:
+        # One line, not a traceback: the operator needs the cause, not our stack.
+        print(f"talicada: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
-async def _run_server(app: web.Application, settings: Settings) -> None:
+class StartupFailed(Exception):
+    """``talicada serve`` cannot start: the port is taken, the store does not answer."""
+
+
+def _ready_message(settings: Settings) -> str:
+    """What ``serve`` prints once it listens: where, and what to try next."""
+    mode = "embedded (in memory, not durable)" if settings.embedded else "redis"
+    url = f"http://{settings.host}:{settings.port}"
+    return (
+        f"talicada {__version__}: {mode} mode, listening on {url}\n"
+        f"next: open {url}/ui/ in a browser, or run `talicada demo` in another terminal "
+        f"(API: {url}/openapi.yaml; stop with Ctrl-C)"
+    )
+
+
+async def _run_server(app: web.Application, settings: Settings, *, json_lines: bool) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; embedded mode also runs every worker."""
+    import redis.exceptions
+
+    from talicada.broker.access import AccessLog
     from talicada.broker.app import run_embedded_workers, server_timeouts
 
     stop = _stop_on_signals()
-    runner = web.AppRunner(app, **server_timeouts(settings))
-    await runner.setup()
+    runner = web.AppRunner(app, access_log_class=AccessLog, **server_timeouts(settings))
+    try:
+        await runner.setup()
+    except (OSError, redis.exceptions.RedisError) as error:
+        await runner.cleanup()
+        raise StartupFailed(f"the state store (Redis) does not answer: {error}") from None
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        reason = error.strerror or str(error)
+        raise StartupFailed(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+    if json_lines:
+        # stderr stays one format: the same words as one JSON line.
+        listening, _, step = _ready_message(settings).partition("\n")
+        structlog.get_logger("talicada.serve").info("serve.listening", text=listening, next=step)
+    else:
+        print(_ready_message(settings), file=sys.stderr, flush=True)
     workers = None
     if settings.embedded:
         # Embedded workers still report over HTTP, to this very server.
@@ -233,14 +268,62 @@ async def _run_worker(name: Role, backend: str | None, settings: Settings) -> No
 def _events(args: argparse.Namespace) -> int:
     try:
         settings = load(args.config)
-        if settings.redis_url is None:
-            raise SettingsError("redis_url: following events needs TALICADA_REDIS_URL")
         args.stream = _streams(args.stream or [LIFECYCLE], settings)
     except SettingsError as error:
         print(f"talicada: {error}", file=sys.stderr)
         return 2
+    if settings.redis_url is None:
+        # An embedded broker keeps its streams in its own memory: ask it over HTTP.
+        return asyncio.run(_tail_embedded(args, settings))
     asyncio.run(_tail(args, settings))
     return 0
+
+
+async def _tail_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    """Follow an embedded broker's streams through its ``GET /events``."""
+    wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognising, not binding
+    url = (
+        settings.broker_url
+        or f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
+    )
+    query: list[tuple[str, str]] = [("stream", name) for name in args.stream]
+    query += [("type", name) for name in args.type]
+    if args.session:
+        query.append(("session", args.session))
+    if args.from_start:
+        query.append(("from_start", "true"))
+    if args.count:
+        query.append(("count", str(args.count)))
+    if args.dead_letters:
+        query.append(("dead_letters", "true"))
+    stop = _stop_on_signals()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"{url}/events", params=query) as response,
+        ):
+            if response.status != 200:
+                print(f"talicada: {url}/events answered {response.status}", file=sys.stderr)
+                return 1
+            reading = asyncio.ensure_future(_print_lines(response))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reading, stopping):
+                task.cancel()
+    except aiohttp.ClientConnectionError as error:
+        print(
+            f"talicada: no broker answers at {url} ({error}); is `make run` running?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _print_lines(response: aiohttp.ClientResponse) -> None:
+    async for line in response.content:
+        sys.stdout.write(line.decode())
+        sys.stdout.flush()
 
 
 async def _tail(args: argparse.Namespace, settings: Settings) -> None:

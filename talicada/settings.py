@@ -45,6 +45,7 @@ class Preparation(_Frozen, frozen=True):
     when the size is known.
     """
 
+    #: Seconds to make an image available, by executable kind.
     image: dict[str, float] = msgspec.field(
         default_factory=lambda: {
             "docker-container": 60.0,
@@ -52,6 +53,7 @@ class Preparation(_Frozen, frozen=True):
             "jupyter-notebook": 60.0,
         }
     )
+    #: Fixed seconds to stage one data item, by data kind.
     data: dict[str, float] = msgspec.field(
         default_factory=lambda: {
             "simple-data-resource": 10.0,
@@ -63,8 +65,11 @@ class Preparation(_Frozen, frozen=True):
     )
     #: Bytes per second assumed for staging data of known size.
     staging_rate: Annotated[float, Meta(gt=0)] = 100 * 2**20
+    #: Seconds to allocate storage.
     storage: Annotated[float, Meta(ge=0)] = 5.0
+    #: Seconds to launch the executable.
     launch: Annotated[float, Meta(ge=0)] = 10.0
+    #: Seconds to release everything after the window.
     release: Annotated[float, Meta(ge=0)] = 10.0
 
 
@@ -187,6 +192,7 @@ class HarborSettings(_Frozen, frozen=True):
     username: str | None = None
     secret_file: str | None = None
     pull_timeout: Annotated[float, Meta(gt=0)] = 600.0
+    #: Seconds between two looks at a pull-through in progress.
     poll: Annotated[float, Meta(gt=0)] = 2.0
 
 
@@ -251,6 +257,7 @@ class PlatformSettings(_Frozen, frozen=True):
     its staging can fetch (for ``simple-data-resource``).
     """
 
+    #: The platform's name (lower case, digits, ``-``, ``_``), used in offers and stream names.
     name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     #: Back end that launches (and releases) executables: local, skaha, slurm.
     launcher: str = "local"
@@ -258,25 +265,37 @@ class PlatformSettings(_Frozen, frozen=True):
     stager: str = "local"
     #: Back end that makes images available before launch: none, harbor.
     image_cache: str = "none"
+    #: The Skaha service of the ``skaha`` launcher.
     skaha: SkahaSettings | None = None
+    #: SRCNet data management for the ``srcnet`` stager.
     srcnet: SrcnetSettings | None = None
+    #: The Harbor of the ``harbor`` image cache.
     harbor: HarborSettings | None = None
+    #: The Slurm cluster of the ``slurm`` launcher.
     slurm: SlurmSettings | None = None
+    #: Executable kinds it runs (short names, as in ``talicada/schema/kinds.py``).
     executables: list[str] = msgspec.field(default_factory=lambda: ["ping", "delay", "checksum"])
+    #: Data kinds it stages.
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
+    #: URL schemes its staging may fetch (simple-data-resource).
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
     #: Hosts its staging may fetch from; empty means any. Set it in production:
     #: otherwise a request can make the workers fetch from internal addresses.
     data_hosts: list[str] = msgspec.field(default_factory=list)
+    #: Cores in its calendar: the total all sessions share.
     cores: PositiveInt = 8
+    #: Memory (GiB) in its calendar.
     memory: PositiveInt = 16
+    #: Most cores of one session (none: the total).
     max_cores: PositiveInt | None = None
+    #: Most memory (GiB) of one session (none: the total).
     max_memory: PositiveInt | None = None
     #: Longest session (seconds) the platform books. A booking costs the change
     #: points it overlaps, not its length, so sites may book long sessions.
     max_duration: Annotated[float, Meta(gt=0)] = 30 * 24 * 3600.0
     #: Price per core-hour; when set the planner honours cost maxima.
     core_hour_price: Annotated[float, Meta(ge=0)] | None = None
+    #: Configured preparation times (``[platforms.preparation]``).
     preparation: Preparation = msgspec.field(default_factory=Preparation)
     time_limits: TimeLimits = msgspec.field(default_factory=TimeLimits)
 
@@ -341,6 +360,7 @@ class Settings(_Frozen, frozen=True):
     default_start_window: Seconds = constants.DEFAULT_START_WINDOW.total_seconds()
     slot: Annotated[int, Meta(ge=1, le=3600)] = int(constants.CALENDAR_SLOT.total_seconds())
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 1 << 20
+    #: JSON lines, console lines, or auto (console when stderr is a terminal).
     log_format: Literal["auto", "json", "console"] = "auto"
     #: Shared secret that signs worker callbacks; generated per process when
     #: embedded, required when workers run as separate processes.

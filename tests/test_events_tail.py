@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
+import aiohttp
 import redis.asyncio
 
 from talicada.events.envelope import (
@@ -95,3 +97,58 @@ async def test_tail_lists_dead_letters_with_their_reason(
     lines = await run_cli(redis_url, prefix, "--dead-letters")
     assert [line["reason"] for line in lines] == ["the platform is on fire"]
     await bus.close()
+
+
+async def test_tail_follows_the_embedded_broker_that_make_run_starts(tmp_path: Path) -> None:
+    """Without Redis, ``events tail`` reads an embedded broker's streams over its HTTP port."""
+    from tests.test_processes import free_port
+
+    port = free_port()
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("TALICADA_")
+    }
+    environment |= {"TALICADA_PORT": str(port), "TALICADA_WORK_DIR": str(tmp_path / "work")}
+    log = (tmp_path / "serve.log").open("wb")
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "talicada", "serve", env=environment, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                assert serve.returncode is None, (tmp_path / "serve.log").read_text()
+                try:
+                    async with http.get(f"{url}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            ping = {"executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"}}
+            async with http.post(f"{url}/direct", json=ping) as response:
+                assert response.status == 200
+                session = (await response.json())["meta"]["uuid"]
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "talicada",
+            "events",
+            "tail",
+            "--session",
+            session,
+            "--from-start",
+            "--count",
+            "2",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(tail.communicate(), timeout=30)
+        assert tail.returncode == 0, stderr.decode()
+        lines = [json.loads(line) for line in stdout.decode().splitlines()]
+        assert len(lines) == 2
+        assert {line["stream"] for line in lines} == {"lifecycle"}
+        assert all(line["event"]["session"] == session for line in lines)
+    finally:
+        serve.terminate()
+        await asyncio.wait_for(serve.wait(), timeout=15)

@@ -12,6 +12,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from talicada.broker.store import Store
 from talicada.schema.iso8601 import format_instant, parse_instant
 from tests.conftest import BrokerFactory
@@ -28,6 +30,24 @@ from tests.lifecycle_support import (
     task,
     wait_for_phase,
 )
+
+
+async def test_digests_name_the_session_paths_with_a_relative_work_dir(
+    start_broker: BrokerFactory, file_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``make run`` has it (``var/work``): digests are keyed ``/inputs/…``, not host paths."""
+    monkeypatch.chdir(tmp_path)
+    broker = await start_broker(work_dir="var/work")
+    uuid = await accept_first(broker, checksum_request(file_server))
+    assert await wait_for_phase(broker, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
+    log = await (await broker.get(f"/sessions/{uuid}/log")).json()
+    assert digests_of(log) == expected_digests()
+    session = log["session"]
+    assert session["exit_code"] == 0
+    start, end = parse_instant(session["start_time"]), parse_instant(session["end_time"])
+    assert start <= end
+    # The schedule says when preparation really began.
+    assert session["schedule"]["preparing"]["start"] == session["start_time"]
 
 
 async def test_the_checksum_example_runs_to_completion_with_both_digests(

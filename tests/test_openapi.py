@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_type_hints
 
 import msgspec
 import pytest
@@ -32,7 +32,9 @@ def document() -> dict[str, Any]:
 
 
 def _update_kinds() -> set[str]:
-    return {str(update.__struct_config__.tag) for update in get_args(model.AnyUpdate)}
+    """Update kinds, and the option kinds that offer them: the same in every dialect."""
+    updates = {str(update.__struct_config__.tag) for update in get_args(model.AnyUpdate)}
+    return updates | set(get_args(get_type_hints(model.Option)["kind"]))
 
 
 def _kind_values(node: Any) -> Iterator[str]:
@@ -186,9 +188,9 @@ def test_update_matches_the_update_schema(document: dict[str, Any]) -> None:
 
 
 def _routes() -> list[web.RouteDef]:
-    from talicada.broker import callbacks, routes, watch
+    from talicada.broker import callbacks, event_feed, routes, watch
 
-    tables = [routes.routes, watch.routes, callbacks.routes]
+    tables = [routes.routes, watch.routes, callbacks.routes, event_feed.routes]
     return [route for table in tables for route in table if isinstance(route, web.RouteDef)]
 
 

@@ -12,9 +12,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from talicada.broker import callbacks, watch
+from talicada.broker import callbacks, event_feed, watch
 from talicada.broker.auth import Tokens
-from talicada.broker.http import BODY_TIMEOUT_KEY, auth_middleware, errors_middleware
+from talicada.broker.http import (
+    BODY_TIMEOUT_KEY,
+    auth_middleware,
+    context_middleware,
+    errors_middleware,
+)
 from talicada.broker.keys import (
     BROKER,
     CALLBACK_SECRET,
@@ -91,6 +96,7 @@ def create_app(
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
+            context_middleware,
             measured(metrics),
             errors_middleware,
             federation.faults_middleware(settings),
@@ -108,6 +114,9 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(watch.routes)
     app.add_routes(callbacks.routes)
+    if settings.embedded:
+        # Its streams live in this process only: `talicada events tail` reads them here.
+        app.add_routes(event_feed.routes)
     setup_ui(app)  # the dashboard at /ui/, and / leads there
 
     async def state(app: web.Application) -> AsyncIterator[None]:

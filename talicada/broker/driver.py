@@ -234,6 +234,10 @@ def _with_results(record: SessionRecord, report: Report, now: datetime) -> Sessi
     if report.logs:
         kept = {name: text[-OUTPUT_LIMIT:] for name, text in report.logs.items()}
         record = msgspec.structs.replace(record, logs={**record.logs, **kept})
+    if report.exit_code is not None:
+        record = msgspec.structs.replace(
+            record, session=msgspec.structs.replace(record.session, exit_code=report.exit_code)
+        )
     if report.connectors:
         record = msgspec.structs.replace(
             record,

@@ -58,12 +58,15 @@ from talicada.events.envelope import (
 from talicada.events.streams import IMAGE_CACHE, LAUNCH, LIFECYCLE, PREPARE_DATA, RELEASE
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import (
+    duration_to_millisecond,
+    format_duration,
     format_instant,
     parse_duration,
     parse_instant,
     parse_interval,
+    to_millisecond,
 )
-from talicada.schema.model import ComponentPhase, SessionPhase
+from talicada.schema.model import ComponentPhase, Schedule, SessionPhase, StartDuration
 
 timer = constants.timer
 
@@ -196,7 +199,7 @@ class _Builder:
         #: When what it records happened (a service's own time, never in the
         #: future nor before the offer was made): transitions and messages say it.
         self.at = now if at is None else max(min(at, now), _instant(record.created))
-        self.time = format_instant(self.at)
+        self.time = format_instant(to_millisecond(self.at))
 
     def emit(self, role: str, kind: type[Event], component: str | None, **fields: Any) -> None:
         """Publish an event of ``kind`` about ``component`` to the workers of ``role``."""
@@ -212,9 +215,36 @@ class _Builder:
         if not lifecycle.allowed(source, target):
             raise ReportRefused(f"session cannot go from {source} to {target}")
         self.change.phase = target
+        self._mark_times(target)
         transition = Transition(time=self.time, source=source, target=target, cause=cause)
         self.change.history.append(transition)
         self.change.events.append((LIFECYCLE, lifecycle_event(self.change.record.uuid, transition)))
+
+    def _mark_times(self, target: SessionPhase) -> None:
+        """Write when the session actually started preparing and when it ended."""
+        session = self.change.record.session
+        if target == "PREPARING" and session.start_time is None:
+            session = msgspec.structs.replace(
+                session, start_time=self.time, schedule=self._actual_preparing()
+            )
+        elif target in lifecycle.FINAL and session.end_time is None:
+            session = msgspec.structs.replace(session, end_time=self.time)
+        else:
+            return
+        self.change.record = msgspec.structs.replace(self.change.record, session=session)
+
+    def _actual_preparing(self) -> Schedule | None:
+        """The schedule with preparation starting now, as it actually does.
+
+        The available window stays as booked; only the preparing block moves.
+        """
+        record = self.change.record
+        schedule = record.session.schedule
+        if schedule is None or schedule.preparing is None or schedule.available is None:
+            return schedule
+        left = duration_to_millisecond(max(window_start(record) - self.at, timedelta(0)))
+        preparing = StartDuration(start=self.time, duration=format_duration(left))
+        return msgspec.structs.replace(schedule, preparing=preparing)
 
     def set_component(
         self, component: Component, phase: ComponentPhase, cause: str, message: str | None = None

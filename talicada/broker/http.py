@@ -109,6 +109,30 @@ def base_url(request: web.Request, configured: str | None) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+#: Path parameters that name what a request is about, and the log key for each.
+_SUBJECTS = {"/offersets/": "offerset", "/callbacks/": "session", "/sessions/": "session"}
+
+
+def subject(request: web.Request) -> dict[str, str]:
+    """What ``request`` is about, as log keys: ``{"session": uuid}`` or ``{"offerset": uuid}``."""
+    uuid = request.match_info.get("uuid")
+    if not uuid:
+        return {}
+    for prefix, key in _SUBJECTS.items():
+        if request.path.startswith(prefix):
+            return {key: uuid}
+    return {}
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request (and the session it is about) to every log line written while serving it."""
+    with structlog.contextvars.bound_contextvars(
+        method=request.method, path=request.path, **subject(request)
+    ):
+        return await handler(request)
+
+
 def _error(request: web.Request, status: int, messages: list[MessageItem]) -> web.Response:
     return respond(request, {"messages": messages}, status=status, root="error")
 

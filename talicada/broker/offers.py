@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 from talicada.broker.planner import Window
-from talicada.schema.iso8601 import format_duration, format_instant
+from talicada.schema.iso8601 import format_duration, format_instant, to_millisecond
 from talicada.schema.model import (
     ExecutionSession,
     Metadata,
@@ -50,19 +50,19 @@ def _meta(meta: Metadata | None, uuid: str, default_name: str | None = None) -> 
 
 
 def schedule_for(window: Window) -> Schedule:
-    """The schedule of an offer placed in ``window``."""
+    """The schedule of an offer placed in ``window``, to the millisecond."""
+    preparing, available = to_millisecond(window.preparing), to_millisecond(window.available)
+    releasing, done = to_millisecond(window.releasing), to_millisecond(window.done)
     return Schedule(
         preparing=StartDuration(
-            start=format_instant(window.preparing),
-            duration=format_duration(window.available - window.preparing),
+            start=format_instant(preparing), duration=format_duration(available - preparing)
         ),
         available=StartDuration(
-            start=f"{format_instant(window.available)}/PT0S",
-            duration=format_duration(window.releasing - window.available),
+            start=f"{format_instant(available)}/PT0S",
+            duration=format_duration(releasing - available),
         ),
         releasing=StartDuration(
-            start=format_instant(window.releasing),
-            duration=format_duration(window.done - window.releasing),
+            start=format_instant(releasing), duration=format_duration(done - releasing)
         ),
     )
 
@@ -109,6 +109,7 @@ def build_offer(
             msgspec.structs.replace(
                 volume,
                 meta=_meta(volume.meta, new_id()),
+                mode=volume.mode or "READONLY",
                 resources=[ids[target.family][target.index] for target in targets],
             )
         )
@@ -131,10 +132,10 @@ def build_offer(
         meta=Metadata(
             uuid=session_id,
             name=f"{base_name}-offer-{index}" if base_name else None,
-            created=format_instant(now),
+            created=format_instant(to_millisecond(now)),
         ),
         phase="OFFERED",
-        expires=format_instant(expires),
+        expires=format_instant(to_millisecond(expires)),
         schedule=schedule_for(window),
         executable=executable,
         compute=compute,

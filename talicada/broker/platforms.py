@@ -16,10 +16,16 @@ from datetime import timedelta
 
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_duration
+from talicada.schema.kinds import Dialect, Family, uri_for
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import AnyData, SimpleDataResource, kind_of
 from talicada.schema.validation import ValidRequest
 from talicada.settings import EstimateSettings, PlatformSettings
+
+
+def _uris(family: Family, kinds: list[str], dialect: Dialect) -> str:
+    """Kinds as the client spells them (URIs it can send back), or ``none``."""
+    return ", ".join(uri_for(family, kind, dialect) for kind in kinds) or "none"
 
 
 def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[MessageItem]:
@@ -32,8 +38,8 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
                 msg.UNSUPPORTED_KIND,
                 platform=platform.name,
                 family="executable",
-                kind=executable,
-                supported=", ".join(platform.executables) or "none",
+                kind=uri_for(Family.EXECUTABLE, executable, valid.dialect),
+                supported=_uris(Family.EXECUTABLE, platform.executables, valid.dialect),
             )
         )
     for resource, (low, _), limit in (
@@ -60,7 +66,7 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
             )
         )
     for index, item in enumerate(valid.request.data):
-        for reason in _data_reasons(platform, item, f"data[{index}]"):
+        for reason in _data_reasons(platform, item, f"data[{index}]", valid.dialect):
             # Ten items of one unsupported kind are one reason, not ten.
             if all(reason.message != known.message for known in reasons):
                 reasons.append(reason)
@@ -79,7 +85,9 @@ def feasibility(platform: PlatformSettings, valid: ValidRequest) -> list[Message
     return reasons
 
 
-def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[MessageItem]:
+def _data_reasons(
+    platform: PlatformSettings, item: AnyData, path: str, dialect: Dialect
+) -> list[MessageItem]:
     kind = kind_of(item)
     if kind not in platform.data:
         return [
@@ -87,8 +95,8 @@ def _data_reasons(platform: PlatformSettings, item: AnyData, path: str) -> list[
                 msg.UNSUPPORTED_KIND,
                 platform=platform.name,
                 family="data",
-                kind=kind,
-                supported=", ".join(platform.data) or "none",
+                kind=uri_for(Family.DATA, kind, dialect),
+                supported=_uris(Family.DATA, platform.data, dialect),
             )
         ]
     if isinstance(item, SimpleDataResource):

@@ -8,19 +8,27 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from talicada.broker import ttl
-from talicada.broker.http import base_url, path_uuid, principal, read_body, respond
+from talicada.broker import lifecycle, ttl
+from talicada.broker.http import (
+    base_url,
+    path_uuid,
+    principal,
+    read_body,
+    respond,
+    response_media,
+)
 from talicada.broker.keys import BROKER, METRICS, OPENAPI, SETTINGS, STARTED
 from talicada.broker.metrics import exposition
 from talicada.broker.records import LiveSession
-from talicada.broker.render import offerset_doc, offerset_ttl, session_doc
+from talicada.broker.render import offerset_doc, offerset_ttl, refusal_doc, session_doc
 from talicada.broker.service import OfferSetView
 from talicada.broker.watch import long_poll
 from talicada.schema import iso8601
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
+from talicada.schema.kinds import Dialect
 from talicada.schema.messages import RequestInvalid
-from talicada.schema.model import SessionPhase
+from talicada.schema.model import EnumValueUpdate, SessionPhase
 from talicada.schema.validation import parse_request, parse_update
 from talicada.workers.backends._shared import ledger_for
 from talicada.workers.health import workers as worker_health
@@ -48,10 +56,35 @@ def _offerset_response(
     seconds = offerset_ttl(view, now_ms)
     return respond(
         request,
-        offerset_doc(view, _base(request), seconds),
+        offerset_doc(view, _base(request), seconds, _dialect(request), _limits(request)),
         root="offers-response",
         headers={**(headers or {}), hdrs.CACHE_CONTROL: ttl.cache_control(seconds)},
     )
+
+
+_DIALECTS: dict[str, Dialect] = {dialect.value: dialect for dialect in Dialect}
+
+
+def _dialect(request: web.Request) -> Dialect | None:
+    """The dialect the reader asked answers in (``?dialect=``); None: each record's own."""
+    text = request.query.get("dialect")
+    if text is None:
+        return None
+    if text not in _DIALECTS:
+        reason = f"unknown dialect {text!r}; dialects are " + ", ".join(_DIALECTS)
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="dialect", reason=reason)])
+    return _DIALECTS[text]
+
+
+def _limits(request: web.Request) -> dict[str, float]:
+    """Each platform's longest booking (seconds), for the options of offers and sessions."""
+    return {p.name: p.max_duration for p in request.app[SETTINGS].platforms}
+
+
+def _session(request: web.Request, live: LiveSession) -> dict[str, Any]:
+    """``live`` rendered for this request: its dialect, URL and options."""
+    limit = _limits(request).get(live.record.platform)
+    return session_doc(live, _base(request), _dialect(request), limit)
 
 
 @routes.post("/requests")
@@ -78,8 +111,19 @@ async def get_offerset(request: web.Request) -> web.Response:
 @routes.post("/direct")
 @routes.post("/sessions")
 async def direct(request: web.Request) -> web.Response:
-    """Execute without choosing: the best offer, accepted at once."""
-    valid = await _valid_request(request)
+    """Execute without choosing: the best offer, accepted at once.
+
+    A request that is invalid or that no platform can run is answered 400 as a
+    REJECTED execution whose messages say why (the reference schema's answer).
+    """
+    dialect = _dialect(request)
+    try:
+        valid = await _valid_request(request)
+    except RequestInvalid as error:
+        if error.status != 400:
+            raise
+        refused = refusal_doc(error.messages, dialect or Dialect.V1_0)
+        return respond(request, refused, status=400, root="execution")
     result = await request.app[BROKER].direct(valid, principal(request))
     base = _base(request)
     if isinstance(result, LiveSession):
@@ -87,9 +131,13 @@ async def direct(request: web.Request) -> web.Response:
         if "return=minimal" in request.headers.get("Prefer", ""):
             raise web.HTTPSeeOther(location)
         return respond(
-            request, session_doc(result, base), root="execution", headers={hdrs.LOCATION: location}
+            request, _session(request, result), root="execution", headers={hdrs.LOCATION: location}
         )
-    return _offerset_response(request, result)
+    record = result.record
+    refused = refusal_doc(
+        record.messages, dialect or Dialect(record.dialect), f"{base}/offersets/{record.uuid}"
+    )
+    return respond(request, refused, status=400, root="execution")
 
 
 @routes.get("/sessions/{uuid}")
@@ -98,7 +146,7 @@ async def get_session(request: web.Request) -> web.Response:
     uuid = path_uuid(request)
     live = await request.app[BROKER].session(uuid, principal(request))
     live = await long_poll(request, uuid, live)
-    return respond(request, session_doc(live, _base(request)), root="execution")
+    return respond(request, _session(request, live), root="execution")
 
 
 @routes.post("/sessions/{uuid}")
@@ -108,7 +156,23 @@ async def update_session(request: web.Request) -> web.Response:
     body, media = await read_body(request)
     update = parse_update(body, lax=media is MediaType.XML)
     live = await request.app[BROKER].update(uuid, principal(request), update)
-    return respond(request, session_doc(live, _base(request)), root="execution")
+    return respond(request, _session(request, live), root="execution")
+
+
+@routes.delete("/sessions/{uuid}")
+async def delete_session(request: web.Request) -> web.Response:
+    """UWS's DELETE: end the session (reject an open offer, cancel a live one), 303 to the list.
+
+    A session already final is left as it is; its record stays readable.
+    """
+    uuid = path_uuid(request)
+    broker = request.app[BROKER]
+    live = await broker.session(uuid, principal(request))
+    target: SessionPhase = "REJECTED" if live.phase == "OFFERED" else "CANCELLED"
+    if live.phase not in lifecycle.FINAL and lifecycle.allowed(live.phase, target):
+        update = EnumValueUpdate(path="phase", value=target)
+        await broker.update(uuid, principal(request), update)
+    raise web.HTTPSeeOther(f"{_base(request)}/sessions")
 
 
 def _instant_param(request: web.Request, name: str) -> datetime | None:
@@ -130,9 +194,25 @@ def _limit_param(request: web.Request) -> int:
     return int(text)
 
 
+_OFFER_PHASES: frozenset[str] = frozenset({"INITIAL", "OFFERED", "REJECTED", "EXPIRED"})
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    """A ``true``/``false`` query parameter (absent: false)."""
+    text = request.query.get(name, "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        reason = "true or false"
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason=reason)])
+    return text in ("true", "1")
+
+
 @routes.get("/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    """The caller's sessions, newest first: ``?phase=&since=&until=&cursor=&limit=``."""
+    """The caller's sessions, newest first: ``?phase=&since=&until=&cursor=&limit=&offers=``.
+
+    Without ``phase``, offers (OFFERED, REJECTED, EXPIRED) are left out unless
+    ``offers=true``.
+    """
     phases = [p for value in request.query.getall("phase", []) for p in value.split(",") if p]
     unknown = [phase for phase in phases if phase not in _PHASES]
     if unknown:
@@ -146,6 +226,10 @@ async def list_sessions(request: web.Request) -> web.Response:
                 )
             ]
         )
+    if not phases and not _flag(request, "offers"):
+        # Offers, taken or not, are the offer set's business; a user's list is
+        # what was accepted (docs/ARCHITECTURE.md §3).
+        phases = sorted(_PHASES - _OFFER_PHASES)
     sessions, cursor = await request.app[BROKER].list_sessions(
         principal(request),
         phases=phases,  # type: ignore[arg-type]
@@ -154,8 +238,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         cursor=request.query.get("cursor"),
         limit=_limit_param(request),
     )
-    base = _base(request)
-    page: dict[str, Any] = {"sessions": [session_doc(live, base) for live in sessions]}
+    page: dict[str, Any] = {"sessions": [_session(request, live) for live in sessions]}
     if cursor:
         page["cursor"] = cursor
         page["next"] = str(request.rel_url.update_query(cursor=cursor))
@@ -167,15 +250,32 @@ async def availability(request: web.Request) -> web.Response:
     """VOSI availability: is the service up, and since when."""
     ready = await request.app[BROKER].store.ping()
     started = request.app[STARTED]
-    return respond(
-        request,
-        {
-            "available": ready,
-            "upSince": iso8601.format_instant(datetime.fromtimestamp(started).astimezone()),
-            "note": "accepting requests" if ready else "the state store does not answer",
-        },
-        root="availability",
-    )
+    doc = {
+        "available": ready,
+        "upSince": iso8601.format_instant(datetime.fromtimestamp(started).astimezone()),
+        "note": "accepting requests" if ready else "the state store does not answer",
+    }
+    if response_media(request) is MediaType.XML:
+        return web.Response(body=vosi_availability(doc), content_type="application/xml")
+    return respond(request, doc, root="availability")
+
+
+#: The namespace VOSI clients look for (IVOA VOSI 1.1, availability).
+VOSI_AVAILABILITY = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
+
+
+def vosi_availability(doc: dict[str, Any]) -> bytes:
+    """``doc`` as a VOSI availability document: namespaced elements, in VOSI's order."""
+    import xml.etree.ElementTree as ET  # writing only: nothing untrusted is parsed
+
+    ET.register_namespace("vosi", VOSI_AVAILABILITY)
+    root = ET.Element(f"{{{VOSI_AVAILABILITY}}}availability")
+    for key in ("available", "upSince", "note"):
+        value = doc[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        ET.SubElement(root, f"{{{VOSI_AVAILABILITY}}}{key}").text = text
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body
 
 
 @routes.get("/healthz")

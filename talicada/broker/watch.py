@@ -14,11 +14,14 @@ import contextlib
 import json
 import re
 import time
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from talicada import constants
 from talicada.broker import lifecycle
+from talicada.broker.components import Component, components
 from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, principal, respond
 from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
 from talicada.broker.records import LiveSession, Transition
@@ -44,16 +47,32 @@ def _wait_param(request: web.Request) -> float | None:
     except ValueError:
         wait = -1.0
     longest = constants.MAX_LONG_POLL.total_seconds()
-    if not 0 <= wait <= longest:
+    if not wait >= 0:  # also NaN
         raise RequestInvalid(
-            [msg.make(msg.INVALID_FIELD, path="wait", reason=f"seconds from 0 to {longest:g}")]
+            [msg.make(msg.INVALID_FIELD, path="wait", reason="seconds, 0 or more")]
         )
-    return wait
+    # UWS clamps a longer wait to the server's limit rather than refusing it.
+    return min(wait, longest)
+
+
+def _until_final(request: web.Request) -> bool:
+    """``?until=final``: wait for a final phase, not just for a change."""
+    until = request.query.get("until")
+    if until is None:
+        return False
+    if until != "final":
+        reason = "only 'final' (wait until the session ends)"
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="until", reason=reason)])
+    return True
 
 
 async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveSession:
-    """The session once its phase differs from ``?phase=`` (default: its phase now)."""
+    """The session once its phase differs from ``?phase=`` (default: its phase now).
+
+    With ``?until=final`` it waits through passing phases (RELEASING) to a final one.
+    """
     wait = _wait_param(request)
+    final = _until_final(request)
     if not wait:
         return live
     phase = request.query.get("phase", live.phase)
@@ -62,7 +81,7 @@ async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveS
     async with request.app[NOTIFIER].watch(uuid) as changed:
         # Re-read once after subscribing, so a change in between is not missed.
         live = await broker.session(uuid, principal(request))
-        while live.phase == phase and live.phase not in lifecycle.FINAL:
+        while (final or live.phase == phase) and live.phase not in lifecycle.FINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -109,6 +128,38 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _parts(live: LiveSession) -> dict[str, Component]:
+    return {part.uuid: part for part in components(live.record.session)}
+
+
+def transition_doc(item: Transition, parts: dict[str, Component]) -> dict[str, str]:
+    """One transition for clients; a component's names its family and name besides its uuid."""
+    doc = {"time": item.time, "from": item.source, "to": item.target, "cause": item.cause}
+    if item.component:
+        doc["component"] = item.component
+        part = parts.get(item.component)
+        if part is not None:
+            doc["family"] = part.family
+            doc["name"] = part.name
+    return doc
+
+
+def _messages(live: LiveSession, parts: dict[str, Component]) -> list[dict[str, Any]]:
+    """Every message of the session and its components, oldest first, each saying whose."""
+    session = live.record.session
+    found: list[dict[str, Any]] = [
+        {"about": "session", **msgspec.to_builtins(item)} for item in session.meta.messages
+    ]
+    for piece in (session.executable, session.compute, *session.storage, *session.data):
+        uuid = piece.meta.uuid if piece.meta else None
+        part = parts.get(uuid or "")
+        for item in piece.meta.messages if piece.meta else []:
+            about = f"{part.family} {part.name}" if part else "component"
+            found.append({"about": about, "component": uuid, **msgspec.to_builtins(item)})
+    found.sort(key=lambda item: str(item.get("time", "")))
+    return found
+
+
 async def _stream(
     request: web.Request,
     response: web.StreamResponse,
@@ -119,18 +170,12 @@ async def _stream(
 ) -> None:
     """Write ``fresh`` (transitions from number ``sent`` on), then the rest as they come."""
     broker = request.app[BROKER]
+    live = await broker.session(uuid, principal(request))
     while True:
+        parts = _parts(live)
         for index, item in enumerate(fresh, start=sent):
             name = "component" if item.component else "transition"
-            data = json.dumps(
-                {
-                    "from": item.source,
-                    "to": item.target,
-                    "cause": item.cause,
-                    "time": item.time,
-                    **({"component": item.component} if item.component else {}),
-                }
-            )
+            data = json.dumps(transition_doc(item, parts))
             await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
         sent += len(fresh)
         live = await broker.session(uuid, principal(request))
@@ -151,21 +196,14 @@ async def session_log(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     live = await broker.session(uuid, principal(request))
     history = await broker.store.history(uuid)
+    parts = _parts(live)
     session = session_doc(live, base_url(request, request.app[SETTINGS].base_url))
     return respond(
         request,
         {
             "session": session,
-            "history": [
-                {
-                    "time": item.time,
-                    "from": item.source,
-                    "to": item.target,
-                    "cause": item.cause,
-                    **({"component": item.component} if item.component else {}),
-                }
-                for item in history
-            ],
+            "history": [transition_doc(item, parts) for item in history],
+            "messages": _messages(live, parts),
             "output": live.record.output,
             # What the platform said besides the output (Skaha's scheduling events).
             "platform": live.record.logs,

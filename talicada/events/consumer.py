@@ -181,6 +181,17 @@ class Consumer:
         return received
 
     async def _run(self, delivery: Delivery, slot: asyncio.Semaphore) -> None:
+        # Every line written while this event is handled, by us or by a library,
+        # names the session and the event (talicada/logs.py).
+        with structlog.contextvars.bound_contextvars(
+            session=delivery.event.session,
+            event_id=delivery.event.id,
+            event_type=delivery.event.type,
+        ):
+            await self._settle(delivery, slot)
+
+    async def _settle(self, delivery: Delivery, slot: asyncio.Semaphore) -> None:
+        """Handle one delivery, then ack, retry or dead-letter it; frees ``slot``."""
         log = self._log.bind(
             session=delivery.event.session,
             event_id=delivery.event.id,

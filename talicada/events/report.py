@@ -43,6 +43,8 @@ class Report(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: a batch job's real start or end): the broker dates the transition then,
     #: not when the report arrived. None: now.
     at: str | None = None
+    #: The executable's exit status, when it ended and its platform says.
+    exit_code: int | None = None
 
 
 decoder = msgspec.json.Decoder(Report)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
 import msgspec
@@ -16,6 +16,17 @@ import msgspec
 from talicada.events.bus import Bus
 
 _json = msgspec.json.Encoder()
+
+#: Where lines go when not to a text stream (the broker's ``GET /events``).
+Emit = Callable[[str], Awaitable[object]]
+
+
+async def _write(line: str, out: TextIO, emit: Emit | None) -> None:
+    if emit is not None:
+        await emit(line)
+        return
+    out.write(line)
+    out.flush()
 
 
 async def follow(
@@ -28,6 +39,7 @@ async def follow(
     count: int | None = None,
     out: TextIO = sys.stdout,
     stop: asyncio.Event | None = None,
+    emit: Emit | None = None,
 ) -> int:
     """Print matching events until ``count`` were printed or ``stop`` is set."""
     cursors = dict.fromkeys(streams, "0-0" if from_start else "$")
@@ -42,15 +54,16 @@ async def follow(
                 if types and event.type not in types:
                     continue
                 line = {"stream": stream, "event": event}
-                out.write(_json.encode(line).decode() + "\n")
-                out.flush()
+                await _write(_json.encode(line).decode() + "\n", out, emit)
                 printed += 1
                 if count is not None and printed >= count:
                     return printed
     return printed
 
 
-async def dead_letters(bus: Bus, limit: int, out: TextIO = sys.stdout) -> int:
+async def dead_letters(
+    bus: Bus, limit: int, out: TextIO = sys.stdout, emit: Emit | None = None
+) -> int:
     """Print the newest ``limit`` dead letters, oldest first."""
     letters = await bus.dead_letters(limit=limit)
     for letter in letters:
@@ -62,5 +75,5 @@ async def dead_letters(bus: Bus, limit: int, out: TextIO = sys.stdout) -> int:
             "failed": letter.failed,
             "event": letter.event,
         }
-        out.write(_json.encode(line).decode() + "\n")
+        await _write(_json.encode(line).decode() + "\n", out, emit)
     return len(letters)

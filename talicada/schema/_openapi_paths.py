@@ -69,8 +69,11 @@ def _operation(
     body: str | None = None,
     secured: bool = True,
     parameters: list[dict[str, Any]] | None = None,
+    answers_model: bool = False,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
+    if answers_model:
+        parameters = [*(parameters or []), DIALECT]
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
@@ -79,10 +82,15 @@ def _operation(
     statuses = ["400", "406", "413", "415"] if body is not None else ["406"]
     if secured:
         statuses.append("401")
-    operation["responses"] = dict(sorted({**responses, **_errors(*statuses)}.items()))
-    if secured:
-        operation["security"] = [{"bearer": []}]
+    # An operation's own answer for a status wins over the shared error answer.
+    operation["responses"] = dict(sorted({**_errors(*statuses), **responses}.items()))
+    # Every operation says how it is secured; the public ones with an empty list.
+    operation["security"] = [{"bearer": []}] if secured else []
     return operation
+
+
+#: ``?dialect=``: the spelling of the answer (docs/ARCHITECTURE.md §3).
+DIALECT: Final = {"$ref": "#/components/parameters/dialect"}
 
 
 def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
@@ -100,25 +108,26 @@ def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
             "303": _see_other(),
         },
         body="ExecutionRequest",
+        answers_model=True,
     )
 
 
 def _direct(operation_id: str, summary: str) -> dict[str, Any]:
-    refused = {"allOf": [ref("OfferSet"), {"properties": {"result": {"const": "NO"}}}]}
     return _operation(
         operation_id,
         summary,
         "sessions",
         {
-            "200": _ok(
-                "The accepted session, or the offer set (result NO) when nothing can be offered.",
-                {"oneOf": [ref("ExecutionSession"), refused]},
-                location=True,
-                cached=True,
-            ),
+            "200": _ok("The accepted session.", ref("ExecutionSession"), location=True),
             "303": _see_other(),
+            "400": {
+                "description": "The request is invalid, or no platform can run it: a REJECTED "
+                "execution whose messages say why (also under `messages`, as in every error).",
+                "content": content(ref("RefusedExecution")),
+            },
         },
         body="ExecutionRequest",
+        answers_model=True,
     )
 
 
@@ -127,10 +136,17 @@ def _list_parameters() -> list[dict[str, Any]]:
         {
             "name": "phase",
             "in": "query",
-            "description": "Only sessions in these phases (repeat, or separate by commas).",
+            "description": "Only sessions in these phases (repeat, or separate by commas). "
+            "Without it: every accepted session, live or finished, and no offers.",
             "schema": array(msgspec.json.schema(model.SessionPhase)),
             "style": "form",
             "explode": True,
+        },
+        {
+            "name": "offers",
+            "in": "query",
+            "description": "With no `phase`: list offers (OFFERED, REJECTED, EXPIRED) too.",
+            "schema": {"type": "boolean", "default": False},
         },
         {
             "name": "since",
@@ -159,13 +175,36 @@ def _list_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _event_parameters() -> list[dict[str, Any]]:
+    def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "description": description, "schema": schema}
+
+    text = {"type": "string"}
+    return [
+        query("stream", "A stream to follow (repeat; default: lifecycle).", array(text)),
+        query("session", "Only events of this session.", {"type": "string", "format": "uuid"}),
+        query("type", "Only events of this type (repeat).", array(text)),
+        query("from_start", "Begin with the oldest event kept.", {"type": "boolean"}),
+        query("count", "Stop after this many events.", {"type": "integer", "minimum": 1}),
+        query("dead_letters", "List the dead letters instead.", {"type": "boolean"}),
+    ]
+
+
 def _long_poll_parameters() -> list[dict[str, Any]]:
     return [
         {
             "name": "wait",
             "in": "query",
-            "description": "Seconds (0–60) to wait while the phase equals `phase` (UWS style).",
-            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+            "description": "Seconds to wait while the phase equals `phase` (UWS style); "
+            "more than 60 waits 60.",
+            "schema": {"type": "number", "minimum": 0},
+        },
+        {
+            "name": "until",
+            "in": "query",
+            "description": "`final`: wait until the session reaches a final phase, through "
+            "passing ones such as RELEASING.",
+            "schema": {"type": "string", "enum": ["final"]},
         },
         {
             "name": "phase",
@@ -203,6 +242,7 @@ def paths() -> dict[str, Any]:
                 "Read an offer set with the current phase of each offer.",
                 "offers",
                 {"200": _ok("The offer set.", ref("OfferSet"), cached=True), **_errors("404")},
+                answers_model=True,
             ),
         },
         "/direct": {
@@ -218,6 +258,7 @@ def paths() -> dict[str, Any]:
                     **_errors("400"),
                 },
                 parameters=_list_parameters(),
+                answers_model=True,
             ),
             "post": _direct(
                 "executeDirectAtSessions", "Run at once on the best offer (alias of POST /direct)."
@@ -231,6 +272,7 @@ def paths() -> dict[str, Any]:
                 "sessions",
                 {"200": _ok("The session.", ref("ExecutionSession")), **_errors("400", "404")},
                 parameters=_long_poll_parameters(),
+                answers_model=True,
             ),
             "post": _operation(
                 "updateSession",
@@ -241,6 +283,20 @@ def paths() -> dict[str, Any]:
                     **_errors("404", "409"),
                 },
                 body="AnyUpdate",
+                answers_model=True,
+            ),
+            "delete": _operation(
+                "deleteSession",
+                "End the session as UWS does: reject an open offer, cancel a live session "
+                "(a final one is left as it is); then 303 to the list.",
+                "sessions",
+                {
+                    "303": {
+                        "description": "Ended; see the list of sessions.",
+                        "headers": {"Location": {"$ref": "#/components/headers/Location"}},
+                    },
+                    **_errors("404", "409"),
+                },
             ),
         },
         "/sessions/{uuid}/events": {
@@ -286,6 +342,23 @@ def paths() -> dict[str, Any]:
                 ),
                 "security": [{"callbackSignature": []}],
             },
+        },
+        "/events": {
+            "get": _operation(
+                "followEvents",
+                "The event streams as JSON lines (an embedded broker only: with Redis, "
+                "`talicada events tail` reads the streams from Redis and this path is absent).",
+                "service",
+                {
+                    "200": {
+                        "description": "One JSON object per line: {stream, event}; it ends after "
+                        "`count` events, or lists the dead letters with `dead_letters=true`.",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("400"),
+                },
+                parameters=_event_parameters(),
+            ),
         },
         "/metrics": _service(
             "getMetrics",

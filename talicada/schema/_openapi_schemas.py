@@ -7,7 +7,7 @@ v1.0 dialect (kind URIs); the answers that are not part of the model are written
 
 from __future__ import annotations
 
-from typing import Any, Final, get_args
+from typing import Any, Final, get_args, get_type_hints
 
 import msgspec
 
@@ -30,6 +30,9 @@ def _kind_uris() -> dict[str, str]:
     for update in get_args(model.AnyUpdate):
         tag = update.__struct_config__.tag
         uris[str(tag)] = str(tag)
+    # So are the option kinds that answer them.
+    for option in get_args(get_type_hints(model.Option)["kind"]):
+        uris[option] = option
     return uris
 
 
@@ -139,6 +142,25 @@ def _service_schemas() -> dict[str, Any]:
             "properties": {"messages": array(ref("MessageItem"))},
             "required": ["messages"],
         },
+        "Dialect": {
+            "title": "Dialect",
+            "description": "A spelling of the execution-broker model (docs/ARCHITECTURE.md §3).",
+            "type": "string",
+            "enum": [dialect.value for dialect in Dialect],
+        },
+        "RefusedExecution": {
+            "title": "RefusedExecution",
+            "description": "A direct execution that will not run: REJECTED, with messages "
+            "saying why. `meta.url` is the offer set that answered NO, when one was made.",
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string"},
+                "phase": {"type": "string", "enum": ["REJECTED"]},
+                "meta": ref("Metadata"),
+                "messages": array(ref("MessageItem")),
+            },
+            "required": ["messages"],
+        },
         "SessionLog": {
             "title": "SessionLog",
             "description": "A session's record: the session, every transition, the output.",
@@ -154,8 +176,29 @@ def _service_schemas() -> dict[str, Any]:
                             "to": {"type": "string"},
                             "cause": {"type": "string"},
                             "component": {"type": "string", "format": "uuid"},
+                            "family": {
+                                "type": "string",
+                                "description": "The component's family (executable, data …).",
+                            },
+                            "name": {"type": "string", "description": "The component's name."},
                         },
                         "required": ["time", "from", "to", "cause"],
+                    }
+                ),
+                "messages": array(
+                    {
+                        "description": "A message of the session or a component; `about` "
+                        "says whose (`session`, or the component's family and name).",
+                        "allOf": [
+                            ref("MessageItem"),
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "about": {"type": "string"},
+                                    "component": {"type": "string", "format": "uuid"},
+                                },
+                            },
+                        ],
                     }
                 ),
                 "output": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -165,7 +208,7 @@ def _service_schemas() -> dict[str, Any]:
                     "description": "What the platform said besides the output, by source.",
                 },
             },
-            "required": ["session", "history", "output"],
+            "required": ["session", "history", "messages", "output"],
         },
         "Callback": {
             "title": "Callback",
@@ -192,7 +235,7 @@ def _service_schemas() -> dict[str, Any]:
             "properties": {
                 "service": {"type": "string"},
                 "version": {"type": "string"},
-                "dialects": array({"enum": [dialect.value for dialect in Dialect]}),
+                "dialects": array(ref("Dialect")),
                 "kinds": {
                     "type": "object",
                     "description": "Kind URIs (v1.0 spelling) by family.",

@@ -267,13 +267,24 @@ def _render_tree(component: dict[str, Any], family: Family, dialect: Dialect) ->
     volumes = out.get("volumes")
     if isinstance(volumes, list):
         out["volumes"] = [
-            _render_component(volume, Family.VOLUME, dialect)
+            _render_component(_volume_form(volume), Family.VOLUME, dialect)
             if isinstance(volume, dict)
             else volume
             for volume in volumes
         ]
     _render_costs(out, dialect)
     return out
+
+
+def _volume_form(volume: dict[str, Any]) -> dict[str, Any]:
+    """A mount in the form its request used: ``resource: <name>`` when it was one name.
+
+    Internally a mount always lists the uuids it mounts (``resources``); a client
+    that named one resource reads back the name it sent.
+    """
+    if "resource" not in volume:
+        return volume
+    return {key: value for key, value in volume.items() if key != "resources"}
 
 
 def _render_costs(component: dict[str, Any], dialect: Dialect) -> None:
@@ -309,11 +320,23 @@ def _identity_out(component: dict[str, Any], dialect: Dialect) -> dict[str, Any]
     for key, value in component.items():
         if key == "meta":
             for field, item in meta.items():
-                out[reverse.get(field, field)] = item
+                out[reverse.get(field, field)] = _seed_options(item) if field == "options" else item
         else:
             out[key] = value
     # Discriminator first, then identity, as seed clients print them.
     return dict(sorted(out.items(), key=lambda kv: _SEED_ORDER.get(kv[0], len(_SEED_ORDER))))
+
+
+def _seed_options(options: Any) -> Any:
+    """Options as the seed dialect spells discriminators: ``type``, not ``kind``."""
+    if not isinstance(options, list):
+        return options
+    return [
+        {("type" if key == "kind" else key): value for key, value in option.items()}
+        if isinstance(option, dict)
+        else option
+        for option in options
+    ]
 
 
 _SEED_ORDER: Final = {"type": 0, "uuid": 1, "name": 2, "href": 3}

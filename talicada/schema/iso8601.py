@@ -27,12 +27,14 @@ __all__ = [
     "MAX_DURATION",
     "Interval",
     "Iso8601Error",
+    "duration_to_millisecond",
     "format_duration",
     "format_instant",
     "format_interval",
     "parse_duration",
     "parse_instant",
     "parse_interval",
+    "to_millisecond",
 ]
 
 #: Longest duration accepted or produced. Guards against absurd values (and the
@@ -198,6 +200,22 @@ def parse_instant(text: str) -> datetime:
         Iso8601Error: if *text* is not such an instant.
     """
     return _parse_point(text, "instant", allow_date=False)
+
+
+def to_millisecond(value: datetime) -> datetime:
+    """``value`` rounded to the nearest millisecond, as answers write instants.
+
+    Planning adds float seconds, which leaves artefacts such as ``…34.999990Z``;
+    every instant and duration a client reads is rounded the same way.
+    """
+    micro = value.microsecond
+    rounded = value.replace(microsecond=0) + timedelta(milliseconds=round(micro / 1000))
+    return rounded
+
+
+def duration_to_millisecond(value: timedelta) -> timedelta:
+    """``value`` rounded to the nearest millisecond (see :func:`to_millisecond`)."""
+    return timedelta(milliseconds=round(value / timedelta(milliseconds=1)))
 
 
 def format_instant(value: datetime) -> str:

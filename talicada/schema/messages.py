@@ -8,12 +8,12 @@ a rendered string by hand, so the values always travel with the text.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 import msgspec
 
-from talicada.schema.iso8601 import format_instant
+from talicada.schema.iso8601 import format_duration, format_instant, to_millisecond
 
 Level = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
 
@@ -130,6 +130,18 @@ STEP_QUOTED: Final = (
 STEP_TOOK: Final = ("info:step-duration", "{step} took {actual}")
 
 
+def _text(value: object) -> str:
+    """A value as a message writes it: durations and instants in ISO 8601, as everywhere else.
+
+    ``str(timedelta)`` would say ``1:00:00`` where the rest of the API says ``PT1H``.
+    """
+    if isinstance(value, timedelta):
+        return format_duration(value) if value >= timedelta(0) else "-" + format_duration(-value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return format_instant(to_millisecond(value))
+    return str(value)
+
+
 def make(
     entry: tuple[str, str],
     level: Level = "ERROR",
@@ -139,11 +151,11 @@ def make(
 ) -> MessageItem:
     """A message from a catalogue ``entry`` with its holes filled from ``values``."""
     kind, template = entry
-    texts = {name: str(value) for name, value in values.items()}
+    texts = {name: _text(value) for name, value in values.items()}
     return MessageItem(
         kind=_URN + kind,
         level=level,
-        time=format_instant(now or datetime.now(UTC)),
+        time=format_instant(to_millisecond(now or datetime.now(UTC))),
         template=template,
         values=texts,
         message=template.format_map(texts),

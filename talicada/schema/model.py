@@ -64,8 +64,24 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_on
     """Every model struct: unknown fields are refused, defaults left out of output."""
 
 
+class Option(Base, kw_only=True):
+    """An update the client may send now (schema ``AbstractOption``).
+
+    ``kind`` names the update it allows (``uri:enum-value-option`` for
+    ``uri:enum-value-update``): ``values`` for an enumeration, ``min``/``max``
+    in ``units`` for an integer delta. The broker writes options; clients never send them.
+    """
+
+    kind: Literal["uri:enum-value-option", "uri:integer-delta-option"]
+    path: Annotated[str, Meta(max_length=256)]
+    values: list[str] | None = None
+    min: int | None = None
+    max: int | None = None
+    units: Annotated[str, Meta(max_length=16)] | None = None
+
+
 class Metadata(Base, kw_only=True):
-    """Identity and messages of a component (schema ``ComponentMetadata``)."""
+    """Identity, messages and options of a component (schema ``ComponentMetadata``)."""
 
     uuid: str | None = None
     name: Name | None = None
@@ -76,6 +92,8 @@ class Metadata(Base, kw_only=True):
     messages: Annotated[list[MessageItem], Meta(max_length=256)] = msgspec.field(
         default_factory=list
     )
+    #: What the client may update now; written on answers, never stored.
+    options: list[Option] | None = None
 
 
 class MinMax(Base, kw_only=True):
@@ -206,6 +224,7 @@ class DockerContainer(Executable, tag="docker-container", kw_only=True):
     image: DockerImage
     privileged: bool = False
     entrypoint: Text | None = None
+    #: Arguments; numbers are accepted and kept as their text (YAML ``[10, 0]``).
     command: Annotated[list[Text], Meta(max_length=256)] | None = None
     environment: dict[Annotated[str, Meta(max_length=256)], Text] | None = None
     network: DockerNetwork | None = None
@@ -256,10 +275,16 @@ AnyExecutable = DockerContainer | SingularityContainer | JupyterNotebook | Ping 
 
 
 class SimpleVolumeMount(Component, tag_field="kind", tag="simple-volume-mount", kw_only=True):
-    """Mounts storage or data resources (by name or uuid) at ``path``."""
+    """Mounts storage or data resources (by name or uuid) at ``path``.
+
+    ``mode`` left out means READONLY; offers and sessions always write it.
+    ``resource`` (one name) and ``resources`` (names or uuids) are both accepted;
+    answers keep the form the request used.
+    """
 
     path: Url
-    mode: Literal["READONLY", "READWRITE"] = "READONLY"
+    # None rather than READONLY so answers, which leave defaults out, still say it.
+    mode: Literal["READONLY", "READWRITE"] | None = None
     cardinality: Literal["CONTAINER", "INSTANCE"] | None = None
     resources: Annotated[list[Name], Meta(max_length=64)] | None = None
     resource: Name | None = None
@@ -450,6 +475,13 @@ class ExecutionSession(Base, kw_only=True):
     connectors: list[Connector] = msgspec.field(default_factory=list)
     costs: Costs | None = None
     metrics: Metrics | None = None
+    #: When preparation actually began and when the session reached a final
+    #: phase (UWS ``startTime``/``endTime``, TES ``start_time``/``end_time``);
+    #: the broker writes them, the schedule keeps what was planned.
+    start_time: Instant | None = None
+    end_time: Instant | None = None
+    #: The executable's exit status, when its platform reports one (TES ``exit_code``).
+    exit_code: int | None = None
 
 
 class OfferSet(Base, kw_only=True):

@@ -40,8 +40,9 @@ lifecycle the client can follow and steer.
 Requests are accepted in three dialects of the execution-broker model: seed-2025, v1.0 \
 and v1.0.6. They differ in how a component names its kind (`type` or `kind`, and the \
 form of the kind URI) and where its identity lives; every answer is written in the \
-dialect of the request it belongs to. This document shows the v1.0 spelling only: a \
-`kind` discriminator holding a v1.0 kind URI, and identity under `meta`. Bodies may be \
+dialect of the request it belongs to, unless the reader asks for another with \
+`?dialect=`. This document shows the v1.0 spelling: a `kind` discriminator holding a v1.0 \
+kind URI, and identity under `meta`; pass `dialect=v1.0` to read any session in it. Bodies may be \
 JSON, YAML or XML, chosen by `Content-Type` and `Accept` (JSON when nothing is asked).
 """
 
@@ -59,6 +60,15 @@ def _components() -> dict[str, Any]:
                 "required": True,
                 "description": "The uuid the broker gave the offer set or session.",
                 "schema": {"type": "string", "format": "uuid"},
+            },
+            "dialect": {
+                "name": "dialect",
+                "in": "query",
+                "required": False,
+                "description": "Write the answer in this dialect (default: the dialect of the "
+                "request that made the offer set or session). This document describes v1.0: a "
+                "client generated from it passes `dialect=v1.0` to read every session.",
+                "schema": _openapi_schemas.ref("Dialect"),
             },
         },
         "headers": {
@@ -115,6 +125,15 @@ def build_document() -> dict[str, Any]:
             {"name": "sessions", "description": "Accepted offers and their lifecycle."},
             {"name": "service", "description": "Service description, probes and this document."},
         ],
+        "servers": [
+            {
+                "url": "http://127.0.0.1:8082",
+                "description": "A broker started on this machine by `make run`; "
+                "a deployment serves the same paths under its own base URL.",
+            }
+        ],
+        # Every operation repeats its own; this covers any added without one.
+        "security": [{"bearer": []}],
         "paths": _openapi_paths.paths(),
         "components": _components(),
     }

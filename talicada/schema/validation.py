@@ -15,7 +15,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import msgspec
 
@@ -129,7 +129,7 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
         raise RequestInvalid([_field("$", "the request must be an object")])
     _refuse_control_characters(doc)
     dialect = detect(doc)
-    canonical = to_canonical(doc, dialect)
+    canonical = _command_as_text(to_canonical(doc, dialect))
     try:
         request = msgspec.convert(canonical, ExecutionRequest, strict=not lax)
     except msgspec.ValidationError:
@@ -137,6 +137,22 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
         # finds every independent one, so the client hears of all at once.
         raise RequestInvalid(_structural_problems(canonical, lax)) from None
     return _Rules(request, dialect, now).check()
+
+
+def _command_as_text(canonical: dict[str, Any]) -> dict[str, Any]:
+    """``canonical`` with numbers in ``executable.command`` written as text.
+
+    Clients of the reference prototype send YAML such as ``command: [10, 0]``;
+    the arguments reach a process as text anyway. Booleans stay refused.
+    """
+    executable = canonical.get("executable")
+    command = executable.get("command") if isinstance(executable, dict) else None
+    if isinstance(command, list):
+        executable["command"] = [  # type: ignore[index]
+            str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
+            for item in command
+        ]
+    return canonical
 
 
 def _structural_problems(canonical: dict[str, Any], lax: bool) -> list[MessageItem]:
@@ -409,7 +425,8 @@ class _Rules:
                 found = self._lookup(reference, where, candidates, "storage or data resource")
                 if found is not None:
                     found_targets.append(found)
-            mounts.append(msgspec.structs.replace(volume, resources=references, resource=None))
+            # ``resource`` stays as the client wrote it, so answers keep its form.
+            mounts.append(msgspec.structs.replace(volume, resources=references))
             targets.append(tuple(found_targets))
         return mounts, targets
 
@@ -423,6 +440,15 @@ class _Rules:
                 )
 
 
+def _update_fields(kind: object, reason: str) -> str:
+    """``reason`` followed by the fields update ``kind`` takes, when it is one we know."""
+    for update in get_args(AnyUpdate):
+        if update.__struct_config__.tag == kind:
+            fields = ", ".join(field.encode_name for field in msgspec.structs.fields(update))
+            return f"{reason}; {kind} takes kind, {fields}"
+    return reason
+
+
 def parse_update(doc: object, *, lax: bool = False) -> AnyUpdate:
     """Validate a decoded update body (bare or wrapped, any dialect)."""
     if not isinstance(doc, dict):
@@ -434,6 +460,8 @@ def parse_update(doc: object, *, lax: bool = False) -> AnyUpdate:
         return update
     except msgspec.ValidationError as error:
         path, reason = _where(error, "")
+        if reason == "unknown field":
+            reason = _update_fields(canonical.get("kind"), reason)
         if ("Invalid value" in reason and path.endswith("kind")) or path == "":
             reason = (
                 f"{reason}; the update kinds are uri:enum-value-update, uri:string-value-update, "

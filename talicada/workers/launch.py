@@ -104,6 +104,15 @@ def verified_files(directory: Path, handle: Handle | None) -> list[Path]:
     ]
 
 
+def _mount_paths(files: SessionFiles, paths: list[str]) -> dict[str, str]:
+    """Local directory → the session path it stands for, for each path the task reads.
+
+    Real paths: the task resolves links and a relative work_dir (``make run``'s
+    ``var/work``), and its digests must map back to the mounts it was given.
+    """
+    return {os.path.realpath(files.mount(path)): path for path in paths}
+
+
 def local(context: WorkerContext) -> Handler:
     """The local launch handler; it first adopts tasks a dead launcher left running."""
     watched: set[str] = set()  # sessions whose task this launcher watches
@@ -134,7 +143,7 @@ def local(context: WorkerContext) -> Handler:
             return
         # Mount paths as the task sees them, by local path: kept in the marker so
         # that a successor reports digests the way this launcher would.
-        paths = {str(files.mount(path)): path for path in getattr(executable, "paths", [])}
+        paths = _mount_paths(files, getattr(executable, "paths", []))
         try:
             # One launch per session, even when the event is delivered twice.
             descriptor = os.open(files.launched, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

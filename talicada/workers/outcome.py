@@ -80,21 +80,29 @@ def conclude(
             digests = parse_result(stdout.encode())
         except ValueError as error:
             return "FAILED", {"message": str(error), "output": output}
-        return "COMPLETED", {"output": output, "digests": _as_seen(digests, paths) or None}
+        shown = _as_seen(digests, paths) or None
+        return "COMPLETED", {"output": output, "digests": shown, "exit_code": code}
     last = stderr.strip().splitlines()[-1:] or [f"the task exited with status {code}"]
-    return "FAILED", {"message": last[0], "output": output}
+    return "FAILED", {"message": last[0], "output": output, "exit_code": code}
 
 
 def _as_seen(digests: dict[str, str], paths: dict[str, str]) -> dict[str, str]:
-    """Digests keyed by paths as the executable sees them (its mounts), not ours."""
-    shown = {}
-    for path, digest in digests.items():
-        for local, mounted in paths.items():
-            if path.startswith(local):
-                path = mounted.rstrip("/") + "/" + path[len(local) :].lstrip("/")
-                break
-        shown[path] = digest
-    return shown
+    """Digests keyed by paths as the executable sees them (its mounts), not ours.
+
+    ``paths`` holds real local paths (the task reports real paths, also under a
+    relative work_dir such as ``make run``'s ``var/work``).
+    """
+    return {_as_mounted(path, paths): digest for path, digest in digests.items()}
+
+
+def _as_mounted(path: str, mounts: dict[str, str]) -> str:
+    """A file the task reported, named by the session's own path (``/inputs/a.fits``)."""
+    for local, mounted in mounts.items():
+        if path == local:
+            return mounted
+        if path.startswith(local.rstrip(os.sep) + os.sep):
+            return mounted.rstrip("/") + "/" + path[len(local) :].lstrip(os.sep)
+    return path
 
 
 def keep(

@@ -1,0 +1,83 @@
+"""``GET /events``: the event streams as JSON lines, for ``talicada events tail``.
+
+Only an embedded broker serves it: its streams live in its own memory, where
+no other process can read them. With Redis, ``talicada events tail`` reads the
+streams from Redis itself and this route does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from talicada.broker.keys import BROKER, SETTINGS
+from talicada.events import tail
+from talicada.events.streams import LIFECYCLE, stream
+from talicada.schema import messages as msg
+from talicada.schema.messages import RequestInvalid
+from talicada.workers.backends import backends_in_use
+
+routes = web.RouteTableDef()
+
+#: Longest a follow lasts before the client reconnects (seconds).
+MAX_FOLLOW = 3600.0
+
+
+def known_streams(request: web.Request) -> list[str]:
+    """The lifecycle stream and one stream per role and back end in use."""
+    platforms = request.app[SETTINGS].platforms
+    return [LIFECYCLE, *(stream(role, backend) for role, backend in backends_in_use(platforms))]
+
+
+def _count(request: web.Request) -> int | None:
+    text = request.query.get("count")
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        reason = "a whole number from 1 to 100000"
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="count", reason=reason)])
+    return int(text)
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Follow ``?stream=`` (repeat; default lifecycle), ``&session=&type=&from_start=&count=``.
+
+    ``?dead_letters=true`` lists the dead letters instead, then ends.
+    """
+    bus = request.app[BROKER].store.bus
+    known = known_streams(request)
+    streams = request.query.getall("stream", []) or [LIFECYCLE]
+    unknown = [name for name in streams if name not in known]
+    if unknown:
+        reason = f"unknown stream {unknown[0]!r}; streams are " + ", ".join(known)
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="stream", reason=reason)])
+    count = _count(request)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+
+    async def emit(line: str) -> None:
+        await response.write(line.encode())
+
+    if request.query.get("dead_letters") == "true":
+        await tail.dead_letters(bus, limit=count or 100, emit=emit)
+    else:
+        stop = asyncio.Event()
+        # A follower reconnects after an hour rather than holding a task for ever.
+        timer = asyncio.get_running_loop().call_later(MAX_FOLLOW, stop.set)
+        try:
+            await tail.follow(
+                bus,
+                streams,
+                session=request.query.get("session"),
+                types=request.query.getall("type", []),
+                from_start=request.query.get("from_start") == "true",
+                count=count,
+                stop=stop,
+                emit=emit,
+            )
+        finally:
+            timer.cancel()
+    await response.write_eof()
+    return response
