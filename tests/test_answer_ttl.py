@@ -143,7 +143,9 @@ async def test_direct_execution_that_is_refused_carries_the_ttl(
     client = await make_client(platforms=[CONTAINERS])
     response = await client.post("/direct", json=ping())
     document = await response.json()
-    assert document["result"] == "NO"
+    # A refused direct execution is a 400 REJECTED execution (the reference schema's answer).
+    assert response.status == 400
+    assert document["phase"] == "REJECTED"
     assert body_ttl(document) == max_age(response) == AnswerTtl().fixed
 
 

@@ -131,7 +131,11 @@ def offerset_doc(
 
 
 def refusal_doc(
-    messages: list[MessageItem], dialect: Dialect, offerset: str | None = None
+    messages: list[MessageItem],
+    dialect: Dialect,
+    offerset: str | None = None,
+    *,
+    ttl_seconds: int | None = None,
 ) -> dict[str, Any]:
     """A ``/direct`` request that cannot run, answered as a rejected execution (400).
 
@@ -143,9 +147,13 @@ def refusal_doc(
     if offerset is not None:
         meta["url"] = offerset
     kind_key = "type" if dialect is Dialect.SEED_2025 else "kind"
-    return {
+    refused: dict[str, Any] = {
         kind_key: uri_for(Family.SESSION, "execution-session", dialect),
         "meta": meta,
         "phase": "REJECTED",
         "messages": meta["messages"],
     }
+    if ttl_seconds is not None:
+        # How long the refusal holds, as for the NO offer set behind it.
+        refused["ttl"] = format_duration(timedelta(seconds=ttl_seconds))
+    return refused

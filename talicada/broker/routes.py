@@ -134,10 +134,16 @@ async def direct(request: web.Request) -> web.Response:
             request, _session(request, result), root="execution", headers={hdrs.LOCATION: location}
         )
     record = result.record
+    # The refusal holds as long as its NO offer set would (talicada/broker/ttl.py).
+    seconds = offerset_ttl(result, int(request.app[BROKER].clock().timestamp() * 1000))
     refused = refusal_doc(
-        record.messages, dialect or Dialect(record.dialect), f"{base}/offersets/{record.uuid}"
+        record.messages,
+        dialect or Dialect(record.dialect),
+        f"{base}/offersets/{record.uuid}",
+        ttl_seconds=seconds,
     )
-    return respond(request, refused, status=400, root="execution")
+    headers: dict[str, str] = {hdrs.CACHE_CONTROL: ttl.cache_control(seconds)}
+    return respond(request, refused, status=400, root="execution", headers=headers)
 
 
 @routes.get("/sessions/{uuid}")

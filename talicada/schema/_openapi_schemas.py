@@ -158,6 +158,11 @@ def _service_schemas() -> dict[str, Any]:
                 "phase": {"type": "string", "enum": ["REJECTED"]},
                 "meta": ref("Metadata"),
                 "messages": array(ref("MessageItem")),
+                "ttl": {
+                    "type": "string",
+                    "description": "ISO 8601 duration: how long the refusal holds (no "
+                    "platform can run the request until then); as `Cache-Control: max-age`.",
+                },
             },
             "required": ["messages"],
         },
