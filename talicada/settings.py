@@ -116,6 +116,7 @@ class TimeLimits(_Frozen, frozen=True):
     so a hung handler cannot hold its message, or its session, for ever.
     """
 
+    #: Seconds a worker of the role may take over one event (then it is dead-lettered).
     prepare_data: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["prepare-data"]
     image_cache: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["image-cache"]
     launch: Annotated[float, Meta(gt=0)] = constants.TIME_LIMITS["launch"]
