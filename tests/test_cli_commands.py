@@ -133,7 +133,8 @@ async def test_a_request_no_platform_can_run_exits_6_with_the_reasons(
     assert json.loads(out)["result"] == "NO"
     code, _, err = await talicada("run", notebook, "--url", url)
     assert code == 6
-    assert "cannot run executable kind 'docker-container'" in err
+    assert "cannot run executable kind 'https://" in err
+    assert "/executable/docker-container-1.0'" in err
 
 
 async def test_an_unreachable_broker_exits_5_naming_it() -> None:

@@ -233,7 +233,9 @@ async def test_a_site_that_cannot_run_the_kind_is_not_asked_until_its_capabiliti
     assert c.requests() == 1
     reasons = messages(body)
     assert reasons[0]["kind"] == "urn:talicada:error:unsupported-kind"
-    assert "platform c/local cannot run executable kind 'delay'" in reasons[0]["message"]
+    # Kinds are named as the client spells them, so it can send one back.
+    delay_uri = "urn:talicada:kinds:executable:delay-1.0"
+    assert f"platform c/local cannot run executable kind '{delay_uri}'" in reasons[0]["message"]
 
 
 # -- must show: stacked aggregators ------------------------------------------------------------
