@@ -238,6 +238,39 @@ async def test_a_site_that_cannot_run_the_kind_is_not_asked_until_its_capabiliti
     assert f"platform c/local cannot run executable kind '{delay_uri}'" in reasons[0]["message"]
 
 
+async def test_a_sites_no_is_not_asked_again_while_its_ttl_lasts(
+    federation: Federation,
+) -> None:
+    """A site that answered NO (no capacity, a short TTL) is not sent the same request
+    again until that TTL has passed; the aggregator's own NO carries the TTL."""
+    small = PlatformSettings(name="local", cores=1, memory=1)
+    c = await federation.site("c", platforms=[small])
+    clock = MovableClock()
+    aggregator = await federation.aggregator("agg", [c], clock=clock)
+    long_task = delay("PT1S")
+    long_task["schedule"]["requested"]["duration"] = "PT23H"
+    # Given c's only core held for the next two days by someone else's offers
+    held = await offers(c.client, long_task)
+    assert held["result"] == "YES"
+
+    # When the aggregator asks c for the same twice
+    first = await aggregator.client.post("/requests", json=long_task)
+    body = await first.json()
+    assert body["result"] == "NO"
+    assert [m["kind"] for m in messages(body)] == ["urn:talicada:error:no-capacity"]
+    assert body["ttl"] == "PT30S"
+    assert first.headers["Cache-Control"] == "private, max-age=30"
+    second = await offers(aggregator.client, long_task)
+
+    # Then c heard it once, and the second NO came from the cache, counting down
+    assert second["result"] == "NO"
+    assert c.requests() == 2  # the direct request, and the aggregator's first
+    assert aggregator.site_outcomes("c") == {"no": 1, "skipped-cached": 1}
+    clock.offset = timedelta(seconds=31)
+    await offers(aggregator.client, long_task)
+    assert c.requests() == 3
+
+
 # -- must show: stacked aggregators ------------------------------------------------------------
 
 

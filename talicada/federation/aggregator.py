@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 from talicada.broker import updates
 from talicada.broker.render import session_doc
 from talicada.broker.service import Broker
+from talicada.broker.ttl import no_ttl
 from talicada.federation import documents
 from talicada.federation.cache import TtlCache, answer_ttl, max_age, request_key
 from talicada.federation.capabilities import refusals
@@ -242,7 +243,7 @@ class Aggregator:
                     site="",
                     offers=[session_doc(offer, "") for offer in view.offers],
                     messages=view.record.messages,
-                    ttl=0.0,
+                    ttl=no_ttl(view.record.messages, self.settings.answer_ttl),
                     offerset=view.record.uuid,
                 )
             )
@@ -286,7 +287,7 @@ class Aggregator:
         if reply.status != 200:
             self.calls.labels(site.name, "refused").inc()
             reason = f"HTTP {reply.status}: {first_message(reply.doc)}"
-            return SiteAnswer(
+            return SiteAnswer(  # ttl 0: a refusal of this kind is no answer to reuse
                 site.name,
                 messages=[msg.make(msg.SITE_REFUSES, site=site.name, reason=reason)],
                 ttl=0.0,
@@ -315,7 +316,9 @@ class Aggregator:
         self.calls.labels(site.name, "unavailable").inc()
         log.warning("site.unavailable", site=site.name, reason=reason)
         item = msg.make(msg.SITE_UNAVAILABLE, site=site.name, reason=reason)
-        return SiteAnswer(site.name, messages=[item], ttl=0.0, failed=True)
+        # Like a platform whose service does not answer: true only briefly.
+        ttl = self.settings.answer_ttl.capacity
+        return SiteAnswer(site.name, messages=[item], ttl=ttl, failed=True)
 
     async def _merge(
         self,

@@ -25,6 +25,7 @@ from talicada import constants
 from talicada.broker.http import PRINCIPAL, base_url, path_uuid, principal, read_body, respond
 from talicada.broker.keys import BROKER, METRICS, SETTINGS
 from talicada.broker.lifecycle import FINAL
+from talicada.broker.ttl import cache_control
 from talicada.federation import documents, faults
 from talicada.federation.aggregator import Aggregator, Answer, SiteUnavailable
 from talicada.federation.capabilities import describe
@@ -111,7 +112,7 @@ def _session_url(request: web.Request, uuid: str) -> str:
 
 
 def _cache_control(seconds: int) -> dict[str, str]:
-    return {hdrs.CACHE_CONTROL: f"private, max-age={seconds}"}
+    return {hdrs.CACHE_CONTROL: cache_control(seconds)}
 
 
 def _instant(ms: int) -> str:
