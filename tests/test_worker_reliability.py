@@ -63,14 +63,14 @@ def staged(tmp_path: Path) -> tuple[SessionFiles, SimpleComputeResource, SimpleD
 
 def test_only_the_file_the_stager_verified_is_mounted(tmp_path: Path) -> None:
     files, compute, data = staged(tmp_path)
-    handle = Handle(outputs={"file": "cube.fits", "size": "10"})
+    handle = Handle(outputs={"file": "cube.fits", "bytes": "10"})
     link_mounts(files, compute, [data], [], {"d1": handle})
     assert sorted(path.name for path in files.mount("/inputs/").iterdir()) == ["cube.fits"]
 
 
 def test_a_file_of_another_size_than_verified_is_not_mounted(tmp_path: Path) -> None:
     files, compute, data = staged(tmp_path)
-    handle = Handle(outputs={"file": "cube.fits", "size": "11"})
+    handle = Handle(outputs={"file": "cube.fits", "bytes": "11"})
     link_mounts(files, compute, [data], [], {"d1": handle})
     assert list(files.mount("/inputs/").iterdir()) == []
 

@@ -52,7 +52,7 @@ def link_mounts(
     """Make each mount directory show the verified files of what it mounts (hard links).
 
     A data item shows the one file its stager reported verified (``outputs.file``
-    of its handle, with the size reported); a mounted storage shows its data
+    of its handle, of the size in ``outputs.bytes``); a mounted storage shows its data
     items that way. Without a report (an event from before stagers reported
     files) only visible regular files count: hidden and ``.partial`` ones never.
     Blocking: call it in a thread.
@@ -87,7 +87,7 @@ def verified_files(directory: Path, handle: Handle | None) -> list[Path]:
     """The files of one staged data item that a task may see."""
     if handle is not None and "file" in handle.outputs:
         path = directory / handle.outputs["file"]
-        size = handle.outputs.get("size")
+        size = handle.outputs.get("bytes")
         try:
             found = path.stat()
         except FileNotFoundError:

@@ -107,5 +107,5 @@ async def _stage(
         "AVAILABLE",
         message=f"staged {staged.size} bytes, sha256 {staged.sha256}",
         # What the launcher may mount: this verified file and nothing else.
-        outputs={"file": staged.path.name, "size": str(staged.size), "sha256": staged.sha256},
+        outputs={"file": staged.path.name, "bytes": str(staged.size), "sha256": staged.sha256},
     )
