@@ -174,6 +174,10 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    if args.serve != "hello":
+        from talicada import heap
+
+        heap.settle()  # as `talicada serve` does once it listens
     print(f"PORT {port}", flush=True)
     await stop.wait()
     await runner.cleanup()

@@ -122,6 +122,9 @@ async def _serve(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    from talicada import heap
+
+    heap.settle()  # as `talicada serve` does once it listens
     print(f"PORT {runner.addresses[0][1]}", flush=True)
     await stop.wait()
     await runner.cleanup()

@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from talicada import __version__, logs
+from talicada import __version__, heap, logs
 from talicada.events.streams import LIFECYCLE, ROLES, Role, stream
 from talicada.settings import Settings, SettingsError, load
 from talicada.workers.registry import WORKERS
@@ -203,6 +203,7 @@ async def _run_server(app: web.Application, settings: Settings, *, json_lines: b
         structlog.get_logger("talicada.serve").info("serve.listening", text=listening, next=step)
     else:
         print(_ready_message(settings), file=sys.stderr, flush=True)
+    heap.settle()  # after start-up: its objects live as long as the process
     workers = None
     if settings.embedded:
         # Embedded workers still report over HTTP, to this very server.
@@ -247,6 +248,7 @@ async def _run_worker(name: Role, backend: str | None, settings: Settings) -> No
     assert settings.callback_secret
     stop = _stop_on_signals()
     client = redisconn.client(settings.redis_url, settings.redis_pool)
+    heap.settle()
     try:
         await run_named(
             name,

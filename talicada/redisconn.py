@@ -29,6 +29,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import TryAgainError
 
+from talicada.redis_packing import fast_packing
+
 #: Redis errors that mean "Redis is away or failing over", not "a bug": no
 #: connection (Sentinel's MasterNotFoundError is one), a timeout, a replica
 #: still loading, or read-only or asking to try again during a failover.
@@ -67,7 +69,7 @@ def client(url: str, options: PoolOptions | None = None) -> aioredis.Redis:
         health_check_interval=options.health_check_interval,
         retry=retry,
     )
-    return aioredis.Redis(connection_pool=pool, retry=retry)
+    return fast_packing(aioredis.Redis(connection_pool=pool, retry=retry))
 
 
 #: Error replies that say "not now" rather than "wrong": out of memory, no

@@ -118,6 +118,8 @@ class Broker:
         self.new_id = new_id
         self.slots = Slots(settings.slot)
         self.platforms = {platform.name: platform for platform in settings.platforms}
+        #: Cores and GiB of each platform, as the store's hold checks them.
+        self.capacities = {name: (p.cores, p.memory) for name, p in self.platforms.items()}
         self.driver = Driver(store, clock, self.platforms, self.estimator.record)
         #: Serialises this replica's plan-and-hold steps (see :meth:`request`).
         self._planning = asyncio.Lock()
@@ -136,9 +138,7 @@ class Broker:
                 reasons.extend(problems)
             else:
                 feasible.append(platform)
-        advice = await asyncio.gather(
-            *(self._advise(platform, valid, owner) for platform in feasible)
-        )
+        advice = await self._advise_all(feasible, valid, owner)
         quotes = await self.estimator.quotes(feasible, valid) if feasible else {}
         for platform, said in zip(feasible, advice, strict=True):
             quote = quotes[platform.name]
@@ -223,6 +223,14 @@ class Broker:
             record, [LiveSession(record=offer, phase="OFFERED") for offer in offers]
         )
 
+    async def _advise_all(
+        self, feasible: list[PlatformSettings], valid: ValidRequest, owner: str
+    ) -> list[Advice]:
+        if not any(platform.name in self.advisors for platform in feasible):
+            # No back end to ask: no tasks to start and gather (most requests).
+            return [NO_ADVICE] * len(feasible)
+        return list(await asyncio.gather(*(self._advise(p, valid, owner) for p in feasible)))
+
     async def _advise(self, platform: PlatformSettings, valid: ValidRequest, owner: str) -> Advice:
         advisor = self.advisors.get(platform.name)
         return NO_ADVICE if advisor is None else await advisor.advise(platform, valid, owner)
@@ -282,7 +290,11 @@ class Broker:
         )
 
     async def _plan(self, runnable: list[_Runnable]) -> list[_Candidate]:
-        found = await asyncio.gather(*(self._plan_platform(each) for each in runnable))
+        if len(runnable) == 1:
+            # One platform: plan it directly rather than through a task.
+            found = [await self._plan_platform(runnable[0])]
+        else:
+            found = list(await asyncio.gather(*(self._plan_platform(r) for r in runnable)))
         candidates = [candidate for windows in found for candidate in windows]
         # Earliest start first, then the largest offer.
         candidates.sort(
@@ -351,7 +363,7 @@ class Broker:
         )
 
     def _capacities(self) -> dict[str, tuple[int, int]]:
-        return {name: (p.cores, p.memory) for name, p in self.platforms.items()}
+        return self.capacities
 
     def _no_capacity(self, runnable: list[_Runnable]) -> list[MessageItem]:
         return [

@@ -8,6 +8,7 @@ wire it is a URI whose spelling depends on the dialect the client speaks
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Final
 
 
@@ -75,8 +76,9 @@ _SESSION_NAMES: Final = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def uri_for(family: Family, name: str, dialect: Dialect) -> str:
-    """The URI of kind ``name`` as ``dialect`` spells it."""
+    """The URI of kind ``name`` as ``dialect`` spells it (remembered: every render asks)."""
     if name in TEST_TASKS:
         return f"{TEST_TASK_PREFIX}{name}-1.0"
     if family is Family.SESSION:
