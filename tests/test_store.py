@@ -19,6 +19,7 @@ from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
+from talicada.broker.store.redis import RedisStore
 from talicada.events.report import Report
 from talicada.schema.iso8601 import format_instant, parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
@@ -501,3 +502,31 @@ async def test_a_report_dated_by_its_service_dates_the_transitions_it_causes(
     assert await broker.driver.apply(uuid, ended) == "ok"
     history = await store.history(uuid)
     assert {t.time for t in history if t.target == "RELEASING"} == {format_instant(clock.now)}
+
+
+async def test_a_finished_sessions_history_is_kept_whole_and_compact(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"
+    running = await store.history(uuid)
+    # When the session ends (cancelled: a final phase reached through commit)
+    await broker.update_phase(uuid, "alice", "CANCELLED", "client")
+    # Then every transition is still there, oldest first, and reads from an offset work
+    ended = await store.history(uuid)
+    assert ended[: len(running)] == running
+    assert [t.target for t in ended][:2] == ["OFFERED", "ACCEPTED"]
+    assert ended[-1].target == "CANCELLED"
+    assert await store.history(uuid, len(running)) == ended[len(running) :]
+    if isinstance(store, RedisStore):
+        # …kept compressed in the session's hash, the list gone
+        assert await store.client.exists(store.keys.history(uuid)) == 0
+        assert await store.client.hexists(store.keys.session(uuid), "history")
+        # A record appended after compaction (nothing should, but) is not lost
+        late = Transition(time="2030-01-01T13:00:00Z", source="X", target="Y", cause="late")
+        await store.client.rpush(store.keys.history(uuid), msgspec.json.encode(late))
+        assert (await store.history(uuid))[-1] == late
+        assert await store.compact_history(uuid)
+        assert await store.history(uuid) == [*ended, late]

@@ -12,6 +12,7 @@ node (standalone or Sentinel), not Redis Cluster.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
@@ -48,6 +49,8 @@ _session_decoder = msgspec.msgpack.Decoder(SessionRecord)
 _offerset_decoder = msgspec.msgpack.Decoder(OfferSetRecord)
 _transition_encoder = msgspec.json.Encoder()
 _transition_decoder = msgspec.json.Decoder(Transition)
+#: A compacted history: the JSON records as they were, kept raw until read.
+_packed_history_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def _script(name: str) -> str:
@@ -91,6 +94,7 @@ class RedisStore:
         self._claim = client.register_script(_script("claim_due"))
         self._usage = client.register_script(_script("usage"))
         self._rebuild = client.register_script(_script("rebuild"))
+        self._compact = client.register_script(_script("compact_history"))
 
     @classmethod
     async def connect(
@@ -345,11 +349,32 @@ class RedisStore:
             args += [name, due]
         args += [len(change.drop_timers), *change.drop_timers]
         args += [encode_event(event) for _, event in change.events]
-        return _text(await self._run(self._commit, keys, args))
+        result = _text(await self._run(self._commit, keys, args))
+        if result == "ok" and change.final:
+            await self.compact_history(uuid)
+        return result
+
+    async def _history_parts(self, uuid: str) -> tuple[list[bytes], list[bytes]]:
+        """The compressed part of a session's history (records) and the list after it."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.session(uuid), "history")
+            pipe.lrange(self.keys.history(uuid), 0, -1)
+            packed, items = await pipe.execute()
+        earlier = _packed_history_decoder.decode(zlib.decompress(packed)) if packed else []
+        return earlier, items
+
+    async def compact_history(self, uuid: str) -> bool:
+        """Compress a finished session's history into its hash; False when it changed meanwhile."""
+        earlier, items = await self._history_parts(uuid)
+        if not items:
+            return True
+        packed = zlib.compress(b"[" + b",".join([*earlier, *items]) + b"]")
+        keys = [self.keys.session(uuid), self.keys.history(uuid)]
+        return bool(await self._run(self._compact, keys, [len(items), packed]))
 
     async def history(self, uuid: str, start: int = 0) -> list[Transition]:
-        items = await self.client.lrange(self.keys.history(uuid), start, -1)
-        return [_transition_decoder.decode(item) for item in items]
+        earlier, items = await self._history_parts(uuid)
+        return [_transition_decoder.decode(item) for item in [*earlier, *items][start:]]
 
     async def claim_due(self, now: int, lease: int, limit: int) -> list[str]:
         names = await self._run(self._claim, [self.keys.timers()], [now, lease, limit])
