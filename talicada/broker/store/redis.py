@@ -354,7 +354,7 @@ class RedisStore:
             await self.compact_history(uuid)
         return result
 
-    async def _history_parts(self, uuid: str) -> tuple[list[bytes], list[bytes]]:
+    async def _history_parts(self, uuid: str) -> tuple[list[msgspec.Raw], list[bytes]]:
         """The compressed part of a session's history (records) and the list after it."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.session(uuid), "history")
