@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Final, TextIO
 
+import msgspec
 import structlog
 
 #: Standard-library loggers and the least level of theirs that is written.
@@ -25,6 +26,15 @@ LIBRARY_LEVELS: Final = {
     "asyncio": logging.WARNING,
     "redis": logging.WARNING,
 }
+
+#: msgspec writes a log line several times faster than ``json.dumps``; what it
+#: cannot encode is written as its ``repr``, as structlog's default does.
+_ENCODER = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json_line(event: object, **_: object) -> str:
+    return _ENCODER.encode(event).decode()
+
 
 #: Applied to our events and to library records alike, before rendering.
 SHARED: Final[list[structlog.typing.Processor]] = [
@@ -53,7 +63,9 @@ def configure(
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer()
+        if console
+        else structlog.processors.JSONRenderer(serializer=_json_line)
     )
     structlog.configure(
         processors=[
