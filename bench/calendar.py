@@ -185,7 +185,9 @@ async def fill(
                 start = now + timedelta(minutes=1) + index * step
                 duration = BOOKING_DURATION
             else:
-                start = now + timedelta(minutes=1) + rng.random() * SPREAD
+                # From the time of this booking, not of the fill's start: on a
+                # busy machine the fill can take longer than a start interval.
+                start = utc_now() + timedelta(minutes=1) + rng.random() * SPREAD
                 duration = f"PT{rng.randint(5, 60)}M"
             doc = {
                 "executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"},
