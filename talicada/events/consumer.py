@@ -41,6 +41,7 @@ from talicada import constants
 from talicada.events.bus import Bus, Delivery, backoff, jittered
 from talicada.events.envelope import Event
 from talicada.outage import Outage
+from talicada.redisconn import is_unavailable
 from talicada.schema.iso8601 import parse_instant
 
 __all__ = ["Consumer", "ConsumerStats", "Handler", "OnDeadLetter"]
@@ -232,10 +233,14 @@ class Consumer:
                 await asyncio.shield(self._ack(delivery, log))
             finally:
                 heartbeat.cancel()
-        except Exception:
+        except Exception as error:
             # The bus failed while settling: the message stays pending and is
-            # reclaimed later, which is the at-least-once promise.
-            log.exception("event.settle_failed")
+            # reclaimed later, which is the at-least-once promise. An outage
+            # is logged once (by the outage tracker), not per message.
+            if is_unavailable(error):
+                self._outage.failed(error)
+            else:
+                log.exception("event.settle_failed")
         finally:
             self.stats.in_flight -= 1
             slot.release()
@@ -258,8 +263,11 @@ class Consumer:
             await asyncio.sleep(period)
             try:
                 await self.bus.touch(delivery, self.group, self.consumer_name)
-            except Exception:  # the next touch may work; reclaim is the fallback
-                self._log.warning("event.touch_failed", message_id=delivery.message_id)
+            except Exception as error:  # the next touch may work; reclaim is the fallback
+                if is_unavailable(error):
+                    self._outage.failed(error)  # logged once per outage
+                else:
+                    self._log.warning("event.touch_failed", message_id=delivery.message_id)
 
     async def _ack(self, delivery: Delivery, log: _Logger) -> None:
         """The named acknowledgement point: the handler returned, its effect is recorded."""

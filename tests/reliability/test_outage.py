@@ -27,11 +27,13 @@ import aiohttp
 import aiomqtt
 import msgspec
 import pytest_asyncio
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from talicada.broker.app import create_app, run_embedded_workers
 from talicada.broker.store.memory import MemoryStore
+from talicada.outage import Outage
 from talicada.settings import load
 from tests.reliability.load_support import (
     ROOMY,
@@ -233,3 +235,26 @@ async def test_after_a_mosquitto_outage_publishing_resumes_and_retained_phases_a
         f"{restored:.2f} s after it returned; outage logged {len(down)} time(s)"
     )
     assert len(down) == 1
+
+
+def test_an_outage_is_logged_once_and_its_pauses_grow_with_jitter() -> None:
+    times = iter([100.0, 107.5])
+    with capture_logs() as logs:
+        outage = Outage(
+            "redis",
+            structlog.get_logger("test"),
+            base=0.2,
+            cap=5.0,
+            clock=lambda: next(times),
+            rand=lambda: 1.0,
+        )
+        pauses = [outage.failed(ConnectionError("refused")) for _ in range(8)]
+        assert outage.down
+        outage.recovered()
+        outage.recovered()  # a second success says nothing more
+    assert pauses == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert [entry["event"] for entry in logs] == ["dependency.unavailable", "dependency.recovered"]
+    assert logs[1]["after_seconds"] == 7.5
+    assert logs[1]["attempts"] == 8
+    half = Outage("redis", structlog.get_logger("test"), base=0.2, rand=lambda: 0.0)
+    assert half.failed(ConnectionError()) == 0.1  # jitter: between half and all of the step
