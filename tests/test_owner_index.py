@@ -53,7 +53,7 @@ async def test_sessions_whose_keys_expired_leave_the_index_when_listed(
     offers = await (await client.post("/requests", json=request_starting(datetime.now(UTC)))).json()
     gone, kept = offers["offers"][0]["meta"]["uuid"], offers["offers"][1]["meta"]["uuid"]
     await store.client.unlink(store.keys.session(gone))  # as if retention ran out
-    listed = await (await client.get("/sessions")).json()
+    listed = await (await client.get("/sessions", params={"offers": "true"})).json()
     uuids = [item["meta"]["uuid"] for item in listed["sessions"]]
     assert kept in uuids
     assert gone not in uuids

@@ -417,7 +417,9 @@ class RedisStore:
             if after is not None:
                 candidates = [row for row in candidates if row < after.key]
             sessions = await self.sessions([uuid for _, uuid in candidates])
-            gone = [uuid for (_, uuid), live in zip(candidates, sessions, strict=True) if not live]
+            gone = [
+                uuid for (_, uuid), live in zip(candidates, sessions, strict=True) if live is None
+            ]
             if gone:
                 # Their keys expired after the retention period: drop them from
                 # the index too (only here, where it is known that they are gone).
