@@ -27,9 +27,9 @@ import msgspec
 
 from talicada.broker.components import Component, add_messages, components
 from talicada.broker.engine import Change
-from talicada.broker.records import SessionRecord
+from talicada.broker.records import SessionRecord, StepQuote
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_duration, parse_instant
+from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_instant
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import (
     AnyData,
@@ -190,24 +190,9 @@ def _int(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else None
 
 
-def _seconds(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text).total_seconds()
-    except Iso8601Error:
-        return None
-
-
-def _estimate_of(record: SessionRecord, uuid: str) -> MessageItem | None:
-    """The estimate the offer quoted for component ``uuid`` (its ``info:estimate`` message)."""
-    kind = msg.URN + msg.ESTIMATE[0]
-    session = record.session
-    parts = [session.executable, session.compute, *session.storage, *session.data]
-    for part in parts:
-        if part.meta is not None and part.meta.uuid == uuid:
-            return next((m for m in part.meta.messages if m.kind == kind), None)
-    return None
+def _quote_of(record: SessionRecord, uuid: str) -> StepQuote | None:
+    """What the offer quoted for component ``uuid``'s step."""
+    return next((q for q in record.quotes if q.component == uuid), None)
 
 
 def sample_of(record: SessionRecord, component: Component, seconds: float, finished: int) -> Sample:
@@ -216,17 +201,16 @@ def sample_of(record: SessionRecord, component: Component, seconds: float, finis
     step = FAMILY_STEP[component.family]
     handle = record.handles.get(component.uuid)
     outputs = handle.outputs if handle else {}
-    quote = _estimate_of(record, component.uuid)
-    values = quote.values if quote else {}
+    quote = _quote_of(record, component.uuid)
     sample = Sample(
         step=step,
         platform=record.platform,
         seconds=round(seconds, 3),
         finished=finished,
         session=record.uuid,
-        expected=_seconds(values.get("expected")),
-        quoted=_seconds(values.get("pessimistic")),
-        basis=values.get("basis"),
+        expected=quote.expected / 1000 if quote else None,
+        quoted=quote.planned / 1000 if quote else None,
+        basis=quote.basis if quote else None,
     )
     if step in ("image", "launch"):
         sample.kind = kind_of(session.executable)

@@ -41,6 +41,22 @@ class Booking(msgspec.Struct, array_like=True):
         return Entry(platform, self.first, self.last, self.cores, self.memory)
 
 
+class StepQuote(msgspec.Struct, array_like=True):
+    """What an offer quoted for one preparation step (talicada/broker/quoting.py).
+
+    ``component`` is the component's uuid ("" for the whole preparation);
+    ``expected`` and ``planned`` are milliseconds; ``basis`` is history, model
+    or default, from ``samples`` samples. Stored as an array: a few dozen bytes.
+    """
+
+    component: str
+    step: str
+    expected: int
+    planned: int
+    basis: str
+    samples: int
+
+
 class SessionRecord(msgspec.Struct, kw_only=True):
     """An offer and the session it becomes. Times are epoch milliseconds."""
 
@@ -63,6 +79,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     #: When each component now preparing began (epoch ms), to time its step
     #: (talicada/broker/history.py); dropped when it finishes.
     started: dict[str, int] = msgspec.field(default_factory=dict)
+    #: What the offer quoted for each preparation step.
+    quotes: list[StepQuote] = msgspec.field(default_factory=list)
 
 
 class OfferSetRecord(msgspec.Struct, kw_only=True):

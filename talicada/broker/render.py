@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from talicada.broker import lifecycle, ttl
+from talicada.broker.quoting import with_estimates
 from talicada.broker.records import LiveSession
 from talicada.broker.service import RESIZABLE, OfferSetView
 from talicada.schema import iso8601
@@ -79,7 +80,8 @@ def session_model(
     )
     # ``expires`` only means something while the offer is open (schema note).
     expires = session.expires if live.phase == "OFFERED" else None
-    return msgspec.structs.replace(session, meta=meta, phase=live.phase, expires=expires)
+    session = msgspec.structs.replace(session, meta=meta, phase=live.phase, expires=expires)
+    return with_estimates(live.record, session)
 
 
 def session_doc(

@@ -347,7 +347,7 @@ class Broker:
             expires=expires,
             new_id=self.new_id,
         )
-        session = quoted_offer(session, candidate.quote, candidate.window.preparing, now)
+        session, quotes = quoted_offer(session, candidate.quote, candidate.window.preparing)
         entry = candidate.window.entry
         assert session.meta.uuid is not None
         return SessionRecord(
@@ -360,6 +360,7 @@ class Broker:
             expires=_ms(expires),
             booking=Booking(entry.first, entry.last, entry.cores, entry.memory),
             session=session,
+            quotes=quotes,
         )
 
     def _capacities(self) -> dict[str, tuple[int, int]]:
