@@ -149,6 +149,16 @@ async def test_an_unknown_source_uses_the_history_of_every_source() -> None:
     assert (data.basis, data.samples, data.expected) == ("history", 6, 50.0)
 
 
+async def test_data_of_unknown_size_gets_the_median_of_every_size_from_its_source() -> None:
+    samples = [staging(float(n), n * GB, "SITE") for n in range(1, 8)]
+    item = skao("unsized", GB, replica="SITE")
+    del item["skao"]["datasize"]
+    valid = request(item)
+    summaries = await summaries_after(samples, estimates.keys_needed(SITE, valid))
+    (data,) = quote(SITE, valid, summaries, SETTINGS).data
+    assert (data.basis, data.samples, data.expected) == ("history", 7, 4.0)
+
+
 async def test_too_few_samples_are_not_trusted() -> None:
     samples = [staging(500.0, GB, "SITE") for _ in range(SETTINGS.min_samples - 1)]
     valid = request(skao("x", GB, replica="SITE"))

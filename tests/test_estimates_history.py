@@ -215,7 +215,8 @@ async def test_a_real_session_leaves_its_steps_in_the_history_and_the_next_offer
         assert parse_duration(took[0]["values"]["actual"]) < timedelta(seconds=30)
 
     # and the same request now gets quotes from that history: both files came
-    # from the same host (sizes unknown), so each item's key has both stagings
+    # from the same host and the request does not say their sizes, so each item
+    # gets the median of every staging from that host: both
     offers = await (await client.post("/requests", json=request)).json()
     offer = offers["offers"][0]
     for item in offer["data"]:

@@ -103,8 +103,8 @@ def _part(text: str) -> str:
 
 
 def size_class(size: int | None) -> str:
-    """Sizes within a factor of two share a class; unknown sizes share ``?``."""
-    return "?" if not size else str(int(math.log2(size)))
+    """Sizes within a factor of two share a class; ``*`` is every size (and unknown ones)."""
+    return ANY if not size else str(int(math.log2(size)))
 
 
 def image_key(platform: str, kind: str, image: str | None) -> str:
@@ -144,11 +144,12 @@ def keys_for(sample: Sample) -> list[str]:
         case "storage":
             return [storage_key(platform)]
         case "stage":
-            keys = [stage_key(platform, kind, ANY, sample.size), rate_key(platform, ANY)]
-            if sample.source:
-                keys.append(stage_key(platform, kind, sample.source, sample.size))
-                keys.append(rate_key(platform, sample.source))
-            return keys
+            # Under its size class, and under every size: a request that does
+            # not say how big its data is gets the median of all.
+            sources = [ANY, sample.source] if sample.source else [ANY]
+            sizes = list(dict.fromkeys([sample.size, None]))
+            keys = [stage_key(platform, kind, s, size) for s in sources for size in sizes]
+            return keys + [rate_key(platform, s) for s in sources]
         case "launch":
             return [launch_key(platform, kind)]
     raise AssertionError(sample.step)  # pragma: no cover - Step is closed
