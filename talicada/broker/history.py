@@ -226,7 +226,8 @@ def sample_of(record: SessionRecord, component: Component, seconds: float, finis
     elif step == "stage":
         item = next(d for d in session.data if d.meta and d.meta.uuid == component.uuid)
         sample.kind = kind_of(item)
-        sample.size = data_size(item) or _int(outputs.get("size"))
+        # The size the request gave (offers look it up by that), else what was staged.
+        sample.size = data_size(item) or _int(outputs.get("bytes") or outputs.get("size"))
         sample.source = outputs.get("replica") or data_source(item)
         holder = record.handles.get(item.storage or "")
         sample.area = holder.outputs.get("storage_area") if holder else None
