@@ -280,9 +280,14 @@ class PlatformSettings(_Frozen, frozen=True):
     data: list[str] = msgspec.field(default_factory=lambda: ["simple-data-resource"])
     #: URL schemes its staging may fetch (simple-data-resource).
     data_schemes: list[str] = msgspec.field(default_factory=lambda: ["http", "https", "file"])
-    #: Hosts its staging may fetch from; empty means any. Set it in production:
-    #: otherwise a request can make the workers fetch from internal addresses.
+    #: Hosts its staging may fetch from; empty means any public host. An entry
+    #: is ``host:port``, or ``host`` for the scheme's default port (80, 443).
     data_hosts: list[str] = msgspec.field(default_factory=list)
+    #: Internal addresses its staging may fetch from despite the fence
+    #: (talicada/security/fence.py): networks (``10.1.0.0/16``, any port) or
+    #: ``host:port`` endpoints. Loopback, private, link-local, multicast and
+    #: unspecified addresses are refused unless listed here.
+    fetch_allow: list[str] = msgspec.field(default_factory=list)
     #: Cores in its calendar: the total all sessions share.
     cores: PositiveInt = 8
     #: Memory (GiB) in its calendar.
@@ -365,7 +370,10 @@ class Settings(_Frozen, frozen=True):
     log_format: Literal["auto", "json", "console"] = "auto"
     #: Shared secret that signs worker callbacks; generated per process when
     #: embedded, required when workers run as separate processes.
-    callback_secret: str | None = None
+    callback_secret: Annotated[str, Meta(min_length=16)] | None = None
+    #: The secret before the last rotation, still accepted on callbacks until
+    #: every worker signs with ``callback_secret``; then remove it.
+    callback_secret_previous: Annotated[str, Meta(min_length=16)] | None = None
     #: Where workers send their callbacks (``talicada worker``); embedded
     #: workers use the broker's own address.
     broker_url: str | None = None
@@ -398,6 +406,11 @@ class Settings(_Frozen, frozen=True):
     http_idle_timeout: Seconds = 15.0
     #: Seconds a client may take to send a request body once its headers arrived.
     http_body_timeout: Seconds = 30.0
+    #: Whether staging may fetch from loopback addresses on every platform;
+    #: None: only in embedded mode (one person's own machine), said at start-up.
+    allow_loopback_fetch: bool | None = None
+    #: Listen beyond loopback even with authentication off (embedded mode).
+    allow_unauthenticated_listen: bool = False
     platforms: list[PlatformSettings] = msgspec.field(default_factory=lambda: [LOCAL])
     remote_platforms: list[RemotePlatform] = msgspec.field(default_factory=list)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
@@ -421,6 +434,13 @@ class Settings(_Frozen, frozen=True):
         """True when no Redis is configured: in-memory state, not durable."""
         return self.redis_url is None
 
+    @property
+    def loopback_fetch(self) -> bool:
+        """Whether data URLs on loopback addresses may be fetched."""
+        if self.allow_loopback_fetch is None:
+            return self.embedded
+        return self.allow_loopback_fetch
+
     def __repr__(self) -> str:
         redis = "****" if self.redis_url and "@" in self.redis_url else self.redis_url
         secret = "****" if self.callback_secret else None
@@ -442,6 +462,7 @@ _ENVIRONMENT = {
     "TALICADA_OFFER_TTL": "offer_ttl",
     "TALICADA_LOG_FORMAT": "log_format",
     "TALICADA_CALLBACK_SECRET": "callback_secret",
+    "TALICADA_CALLBACK_SECRET_PREVIOUS": "callback_secret_previous",
     "TALICADA_BROKER_URL": "broker_url",
     "TALICADA_MQTT_URL": "mqtt_url",
     "TALICADA_WORK_DIR": "work_dir",
@@ -455,6 +476,8 @@ _ENVIRONMENT = {
     "TALICADA_REDIS_SOCKET_TIMEOUT": "redis_socket_timeout",
     "TALICADA_HTTP_IDLE_TIMEOUT": "http_idle_timeout",
     "TALICADA_HTTP_BODY_TIMEOUT": "http_body_timeout",
+    "TALICADA_ALLOW_LOOPBACK_FETCH": "allow_loopback_fetch",
+    "TALICADA_ALLOW_UNAUTHENTICATED_LISTEN": "allow_unauthenticated_listen",
 }
 
 
@@ -521,9 +544,21 @@ def _check_platforms(settings: Settings) -> None:
         raise SettingsError("invalid setting: platforms: at least one platform is needed")
     if len(set(names)) != len(names):
         raise SettingsError("invalid setting: platforms: platform names must be unique")
+    from talicada.security.fence import Fence, split_endpoint
     from talicada.workers.backends import problems
 
     for index, platform in enumerate(settings.platforms):
+        try:
+            Fence.of(platform.fetch_allow)
+        except ValueError as error:
+            raise SettingsError(
+                f"invalid setting: platforms[{index}].fetch_allow: {error}"
+            ) from None
+        for host in platform.data_hosts:
+            if ":" in host and not host.startswith("[") and split_endpoint(host) is None:
+                raise SettingsError(
+                    f"invalid setting: platforms[{index}].data_hosts: {host!r} is not host:port"
+                )
         for problem in problems(platform):
             raise SettingsError(f"invalid setting: platforms[{index}] ({platform.name}): {problem}")
         for field, family in (("executables", Family.EXECUTABLE), ("data", Family.DATA)):

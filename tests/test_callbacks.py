@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid as uuidlib
 from typing import Any
 
 from talicada.broker.keys import CALLBACK_SECRET
@@ -36,10 +37,10 @@ async def test_a_signed_report_advances_the_session_and_its_replay_changes_nothi
 ) -> None:
     client = await make_client()
     uuid, executable = await preparing_session(client)
-    secret = client.app[CALLBACK_SECRET]
+    (secret,) = client.app[CALLBACK_SECRET]
     body = report_body(executable)
     first = await client.post(
-        f"/callbacks/{uuid}", data=body, headers=sign(secret, body, time.time())
+        f"/callbacks/{uuid}", data=body, headers=sign(secret, uuid, body, time.time())
     )
     assert first.status == 200
     assert (await first.json())["status"] == "ok"
@@ -47,7 +48,7 @@ async def test_a_signed_report_advances_the_session_and_its_replay_changes_nothi
     assert after["session"]["executable"]["phase"] == "AVAILABLE"
     # the same delivery again, freshly signed: accepted, and no effect
     again = await client.post(
-        f"/callbacks/{uuid}", data=body, headers=sign(secret, body, time.time())
+        f"/callbacks/{uuid}", data=body, headers=sign(secret, uuid, body, time.time())
     )
     assert again.status == 200
     assert (await again.json())["status"] == "duplicate"
@@ -59,17 +60,25 @@ async def test_unsigned_wrongly_signed_and_stale_reports_are_refused(
 ) -> None:
     client = await make_client()
     uuid, executable = await preparing_session(client)
-    secret = client.app[CALLBACK_SECRET]
+    (secret,) = client.app[CALLBACK_SECRET]
     body = report_body(executable)
     before = await state(client, uuid)
     now = int(time.time())
     attempts = {
         "unsigned": {},
-        "wrong secret": sign(b"not the secret", body, now),
-        "tampered body": sign(secret, body.replace(b"AVAILABLE", b"RUNNING!!"), now),
-        "stale": sign(secret, body, now - 301),
-        "from the future": sign(secret, body, now + 301),
-        "bad timestamp": {TIMESTAMP_HEADER: "soon", SIGNATURE_HEADER: signature(secret, now, body)},
+        "wrong secret": sign(b"not the secret" * 2, uuid, body, now),
+        "tampered body": sign(secret, uuid, body.replace(b"AVAILABLE", b"RUNNING!!"), now),
+        "stale": sign(secret, uuid, body, now - 301),
+        "from the future": sign(secret, uuid, body, now + 301),
+        "bad timestamp": {
+            TIMESTAMP_HEADER: "soon",
+            SIGNATURE_HEADER: signature(secret, uuid, now, body),
+        },
+        "another session": sign(secret, str(uuidlib.uuid4()), body, now),
+        "digits of another script": {
+            TIMESTAMP_HEADER: "١٢٣",
+            SIGNATURE_HEADER: signature(secret, uuid, now, body),
+        },
     }
     for name, headers in attempts.items():
         response = await client.post(f"/callbacks/{uuid}", data=body, headers=headers)
@@ -84,10 +93,10 @@ async def test_a_report_about_an_unknown_component_is_a_conflict(
 ) -> None:
     client = await make_client()
     uuid, _ = await preparing_session(client)
-    secret = client.app[CALLBACK_SECRET]
+    (secret,) = client.app[CALLBACK_SECRET]
     body = report_body("00000000-0000-4000-8000-000000000000")
     response = await client.post(
-        f"/callbacks/{uuid}", data=body, headers=sign(secret, body, time.time())
+        f"/callbacks/{uuid}", data=body, headers=sign(secret, uuid, body, time.time())
     )
     assert response.status == 409
 
@@ -96,6 +105,31 @@ async def test_a_malformed_signed_report_is_a_400(make_client: ClientFactory) ->
     client = await make_client()
     uuid, _ = await preparing_session(client)
     body = b'{"delivery": 1}'
-    headers = sign(client.app[CALLBACK_SECRET], body, time.time())
+    headers = sign(client.app[CALLBACK_SECRET][0], uuid, body, time.time())
     response = await client.post(f"/callbacks/{uuid}", data=body, headers=headers)
     assert response.status == 400
+
+
+async def test_two_secrets_are_accepted_while_rotating_and_a_third_is_not(
+    make_client: ClientFactory,
+) -> None:
+    new, old = b"n" * 32, b"o" * 32
+    client = await make_client(callback_secret=new.decode(), callback_secret_previous=old.decode())
+    assert client.app[CALLBACK_SECRET] == (new, old)  # workers sign with the first
+    uuid, executable = await preparing_session(client)
+    for secret, status in ((b"x" * 32, 401), (old, 200), (new, 200)):
+        body = report_body(executable)
+        response = await client.post(
+            f"/callbacks/{uuid}", data=body, headers=sign(secret, uuid, body, time.time())
+        )
+        assert response.status == status, secret
+
+
+def test_a_short_callback_secret_stops_startup() -> None:
+    import pytest
+
+    from talicada.settings import SettingsError, load
+
+    for setting in ("callback_secret", "callback_secret_previous"):
+        with pytest.raises(SettingsError, match=setting):
+            load(environ={}, **{setting: "x"})

@@ -86,6 +86,8 @@ async def deployment(redis_url: str, tmp_path: Path) -> AsyncIterator[Deployment
         "TALICADA_REDIS_URL": redis_url,
         "TALICADA_KEY_PREFIX": prefix,
         "TALICADA_CALLBACK_SECRET": secrets.token_hex(32),
+        # The suite's file servers are on loopback, which production refuses.
+        "TALICADA_ALLOW_LOOPBACK_FETCH": "true",
         "TALICADA_AUTH_TOKENS_FILE": str(tokens),
         "TALICADA_PORT": str(port),
         "TALICADA_BROKER_URL": url,

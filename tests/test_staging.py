@@ -10,6 +10,7 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -241,7 +242,8 @@ async def test_redirects_are_followed_and_checked(server: TestServer, tmp_path: 
     staged = await fetch(url(server, f"/redirect?to={target}"), tmp_path)
     assert staged.path.read_bytes() == SMALL
 
-    only_loopback = StagingLimits(timeout_s=0.5, allowed_hosts=frozenset({"127.0.0.1"}))
+    port = urlsplit(target).port
+    only_loopback = StagingLimits(timeout_s=0.5, allowed_hosts=frozenset({f"127.0.0.1:{port}"}))
     assert (await fetch(target, tmp_path, limits=only_loopback)).size == len(SMALL)
     elsewhere = target.replace("127.0.0.1", "localhost")
     with pytest.raises(StagingError, match=r"'localhost'.*not allowed"):

@@ -40,6 +40,7 @@ from talicada.broker.store import Store
 from talicada.broker.store.samples import samples_for
 from talicada.broker.ui import setup_ui
 from talicada.federation import web as federation
+from talicada.security.startup import announce, check_exposure
 from talicada.settings import Settings, SettingsError
 
 log = structlog.get_logger("talicada.app")
@@ -92,6 +93,7 @@ def create_app(
         raise SettingsError(
             "auth_tokens_file: required when redis_url is set (auth is off only in embedded mode)"
         )
+    check_exposure(settings, authenticated=tokens is not None)
     metrics = Metrics(streams(settings.platforms))
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -133,6 +135,7 @@ def create_app(
         app[NOTIFIER] = Notifier(opened.bus)
         if tokens is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")
+        announce(settings)
         yield
         for advisor in advisors.values():
             await advisor.close()
@@ -176,15 +179,20 @@ def server_timeouts(settings: Settings) -> dict[str, Any]:
     return {"keepalive_timeout": settings.http_idle_timeout, "lingering_time": 2.0}
 
 
-def callback_secret(settings: Settings) -> bytes:
-    """The secret that signs worker callbacks (random per process when embedded)."""
+def callback_secret(settings: Settings) -> tuple[bytes, ...]:
+    """The secrets callbacks may be signed with, the one workers sign with first.
+
+    Random per process when embedded; ``callback_secret_previous`` is accepted
+    too while a site rotates the secret.
+    """
     if settings.callback_secret:
-        return settings.callback_secret.encode()
+        accepted = [settings.callback_secret, settings.callback_secret_previous]
+        return tuple(secret.encode() for secret in accepted if secret)
     if not settings.embedded:
         raise SettingsError(
             "callback_secret: required when redis_url is set (workers must sign callbacks)"
         )
-    return secrets.token_bytes(32)
+    return (secrets.token_bytes(32),)
 
 
 async def run_embedded_workers(app: web.Application, broker_url: str, stop: asyncio.Event) -> None:
@@ -195,7 +203,7 @@ async def run_embedded_workers(app: web.Application, broker_url: str, stop: asyn
         bus=app[BROKER].store.bus,
         settings=app[SETTINGS],
         broker_url=broker_url,
-        secret=app[CALLBACK_SECRET],
+        secret=app[CALLBACK_SECRET][0],
         stop=stop,
     )
 

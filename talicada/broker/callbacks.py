@@ -29,8 +29,9 @@ async def callback(request: web.Request) -> web.Response:
     """Apply one worker report about one component of session ``uuid``."""
     uuid = path_uuid(request)
     body = await request.read()
+    accepted: tuple[bytes, ...] = request.app[CALLBACK_SECRET]
     try:
-        verify(request.app[CALLBACK_SECRET], request.headers, body, time.time())
+        verify(accepted, uuid, request.headers, body, time.time())
     except SignatureError as error:
         log.warning("callback.rejected", session=uuid, reason=str(error))
         request.app[METRICS].callbacks.labels("unsigned").inc()

@@ -26,7 +26,7 @@ OPENAPI = web.AppKey("openapi", OpenApiDocument)
 #: The broker's Prometheus metrics.
 METRICS = web.AppKey("metrics", Metrics)
 #: The secret that signs worker callbacks.
-CALLBACK_SECRET = web.AppKey("callback_secret", bytes)
+CALLBACK_SECRET = web.AppKey("callback_secret", tuple[bytes, ...])
 #: Wakes long polls and SSE streams when a session changes.
 NOTIFIER = web.AppKey("notifier", Notifier)
 #: ``time.time()`` when the app started (VOSI availability ``upSince``).

@@ -20,6 +20,7 @@ from talicada.schema.kinds import Dialect, Family, uri_for
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import AnyData, SimpleDataResource, kind_of
 from talicada.schema.validation import ValidRequest
+from talicada.security.fence import listed
 from talicada.settings import EstimateSettings, PlatformSettings
 
 
@@ -102,8 +103,11 @@ def _data_reasons(
     if isinstance(item, SimpleDataResource):
         url = urllib.parse.urlsplit(item.location)
         scheme = url.scheme.lower()
-        host = (url.hostname or "").lower()
-        if platform.data_hosts and scheme != "file" and host not in platform.data_hosts:
+        if (
+            platform.data_hosts
+            and scheme != "file"
+            and not listed(platform.data_hosts, item.location)
+        ):
             return [
                 msg.make(
                     msg.UNREACHABLE_DATA,

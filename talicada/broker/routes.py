@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from talicada.broker import lifecycle, ttl
+from talicada.broker import lifecycle, params, ttl
 from talicada.broker.http import (
     base_url,
     path_uuid,
@@ -192,12 +192,7 @@ def _instant_param(request: web.Request, name: str) -> datetime | None:
 
 
 def _limit_param(request: web.Request) -> int:
-    text = request.query.get("limit", "50")
-    if not text.isdigit() or not 1 <= int(text) <= 500:
-        raise RequestInvalid(
-            [msg.make(msg.INVALID_FIELD, path="limit", reason="a whole number from 1 to 500")]
-        )
-    return int(text)
+    return params.whole(request, "limit", 50, 1, 500)
 
 
 _OFFER_PHASES: frozenset[str] = frozenset({"INITIAL", "OFFERED", "REJECTED", "EXPIRED"})

@@ -25,6 +25,7 @@ from talicada.broker.driver import Driver
 from talicada.broker.engine import Change, Rebook
 from talicada.broker.estimates import Quote
 from talicada.broker.estimator import Estimator
+from talicada.broker.fenced import fenced_data
 from talicada.broker.offers import NewId, build_offer, new_uuid
 from talicada.broker.planner import Demand, Window, plan, search_range
 from talicada.broker.quoting import quoted_offer
@@ -43,6 +44,7 @@ from talicada.schema.iso8601 import format_duration, format_instant
 from talicada.schema.messages import Conflict, MessageItem, NotFound
 from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
+from talicada.security.fence import OfferTimeResolver, platform_fence
 from talicada.settings import PlatformSettings, Settings
 
 log = structlog.get_logger("talicada.broker")
@@ -123,6 +125,8 @@ class Broker:
         self.driver = Driver(store, clock, self.platforms, self.estimator.record)
         #: Serialises this replica's plan-and-hold steps (see :meth:`request`).
         self._planning = asyncio.Lock()
+        self.fences = {p.name: platform_fence(settings, p) for p in settings.platforms}
+        self.resolver = OfferTimeResolver()
 
     # -- offers -----------------------------------------------------------
 
@@ -133,7 +137,9 @@ class Broker:
         runnable: list[_Runnable] = []
         feasible = []
         for platform in self.settings.platforms:
-            problems = platforms.feasibility(platform, valid)
+            problems = platforms.feasibility(platform, valid) or await fenced_data(
+                platform, self.fences[platform.name], self.resolver, valid
+            )
             if problems:
                 reasons.extend(problems)
             else:

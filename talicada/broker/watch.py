@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from talicada import constants
-from talicada.broker import lifecycle
+from talicada.broker import lifecycle, params
 from talicada.broker.components import Component, components
 from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, principal, respond
 from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
@@ -39,20 +39,11 @@ RECHECK = 5.0
 
 
 def _wait_param(request: web.Request) -> float | None:
-    text = request.query.get("wait")
-    if text is None:
+    wait = params.seconds(request, "wait", None)
+    if wait is None:
         return None
-    try:
-        wait = float(text)
-    except ValueError:
-        wait = -1.0
-    longest = constants.MAX_LONG_POLL.total_seconds()
-    if not wait >= 0:  # also NaN
-        raise RequestInvalid(
-            [msg.make(msg.INVALID_FIELD, path="wait", reason="seconds, 0 or more")]
-        )
     # UWS clamps a longer wait to the server's limit rather than refusing it.
-    return min(wait, longest)
+    return min(wait, constants.MAX_LONG_POLL.total_seconds())
 
 
 def _until_final(request: web.Request) -> bool:

@@ -132,10 +132,14 @@ def parse_request(doc: object, *, now: datetime, lax: bool = False) -> ValidRequ
     canonical = _command_as_text(to_canonical(doc, dialect))
     try:
         request = msgspec.convert(canonical, ExecutionRequest, strict=not lax)
-    except msgspec.ValidationError:
+    except msgspec.ValidationError as error:
         # msgspec stops at the first problem; typing the parts one by one
         # finds every independent one, so the client hears of all at once.
-        raise RequestInvalid(_structural_problems(canonical, lax)) from None
+        # A rule about a whole part (how many data items) shows only in the
+        # full error, which is then the reason: a 400 always says why.
+        path, reason = _where(error, "")
+        problems = _structural_problems(canonical, lax) or [_field(path.lstrip(".") or "$", reason)]
+        raise RequestInvalid(problems) from None
     return _Rules(request, dialect, now).check()
 
 

@@ -19,6 +19,7 @@ import structlog
 from talicada.events.bus import Delivery
 from talicada.events.envelope import AllocateStorage, ReleaseData, StageData
 from talicada.schema.model import ComponentPhase, SimpleDataResource, kind_of
+from talicada.security.fence import platform_fence
 from talicada.settings import PlatformSettings, Settings
 from talicada.workers.files import SessionFiles
 from talicada.workers.runtime import Handler, WorkerContext
@@ -34,6 +35,7 @@ def limits_for(settings: Settings, platform: PlatformSettings) -> StagingLimits:
         allowed_schemes=frozenset(platform.data_schemes),
         allowed_hosts=frozenset(platform.data_hosts) or None,
         file_roots=tuple(Path(root) for root in settings.file_roots),
+        fence=platform_fence(settings, platform),
     )
 
 

@@ -68,7 +68,10 @@ class Reporter:
         body = encoder.encode(report)
         url = f"{self.broker_url}/callbacks/{session}"
         for attempt in range(1, CALLBACK_ATTEMPTS + 1):
-            headers = {"Content-Type": "application/json", **sign(self.secret, body, time.time())}
+            headers = {
+                "Content-Type": "application/json",
+                **sign(self.secret, session, body, time.time()),
+            }
             try:
                 async with self.client.post(url, data=body, headers=headers) as response:
                     if response.status in (200, 404, 409):

@@ -33,6 +33,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
+from talicada.security.fence import Fence, FencedResolver, FenceRefused, check_url, listed
+
 __all__ = ["StagedFile", "StagingError", "StagingLimits", "clear_stale", "stage"]
 
 MiB = 1024 * 1024
@@ -60,8 +62,11 @@ class StagingLimits:
 
     max_bytes: int = 10 * GiB
     allowed_schemes: frozenset[str] = frozenset({"http", "https", "file"})
+    #: ``data_hosts`` entries: ``host:port``, or ``host`` for the scheme's default port.
     allowed_hosts: frozenset[str] | None = None
     file_roots: tuple[Path, ...] = ()
+    #: Internal addresses refused at fetch time (None: no fence; tests of staging alone).
+    fence: Fence | None = None
     timeout_s: float = 300.0
     chunk: int = MiB
     progress_every: int = 8 * MiB
@@ -320,11 +325,23 @@ async def _download(
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=limits.timeout_s, sock_read=limits.timeout_s
     )
-    own = session is None
-    client = aiohttp.ClientSession(timeout=timeout) if session is None else session
+    own = session is None or limits.fence is not None
+    if own:
+        # With a fence, connect only through a resolver that checked the addresses.
+        connector = (
+            aiohttp.TCPConnector(resolver=FencedResolver(limits.fence))
+            if limits.fence is not None
+            else None
+        )
+        client = aiohttp.ClientSession(timeout=timeout, connector=connector)
+    else:
+        assert session is not None
+        client = session
     try:
         for _ in range(_MAX_REDIRECTS + 1):
             _check_host(url, limits)
+            if limits.fence is not None:
+                check_url(limits.fence, url)
             # Redirects are followed by hand so every hop passes the scheme and host checks;
             # identity encoding keeps Content-Length and the bytes those of the file itself.
             async with client.get(
@@ -356,6 +373,14 @@ async def _download(
         raise StagingError(
             f"Download of {_display(url)} redirected more than {_MAX_REDIRECTS} times."
         )
+    except FenceRefused as exc:
+        raise StagingError(f"Download of {_display(url)} refused: {exc}.") from exc
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, FenceRefused):
+            raise StagingError(f"Download of {_display(url)} refused: {exc.os_error}.") from exc
+        raise StagingError(
+            f"Download of {_display(url)} failed: {exc or type(exc).__name__}."
+        ) from exc
     except TimeoutError as exc:
         raise StagingError(
             f"Download of {_display(url)} stalled for more than {limits.timeout_s} s."
@@ -371,7 +396,7 @@ async def _download(
 
 def _check_host(url: str, limits: StagingLimits) -> None:
     host = (urlsplit(url).hostname or "").lower()
-    if limits.allowed_hosts is not None and host not in limits.allowed_hosts:
+    if limits.allowed_hosts is not None and not listed(limits.allowed_hosts, url):
         allowed = ", ".join(sorted(limits.allowed_hosts)) or "none"
         raise StagingError(f"Host {host!r} of {_display(url)} is not allowed ({allowed}).")
 

@@ -1,0 +1,50 @@
+"""Query parameters, parsed strictly: ASCII digits only, bounded, or a 400 naming the parameter.
+
+``str.isdigit`` and ``int``/``float`` accept other scripts' digits (``²``, ``①``,
+``٣``) and unbounded lengths; nothing a client sends may become a 500, so the
+patterns here are ASCII and short.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from talicada.schema import messages as msg
+from talicada.schema.messages import RequestInvalid
+
+_WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?", re.ASCII)
+
+
+def whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Parameter ``name`` as a whole number from ``low`` to ``high`` (``default`` if absent)."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if _WHOLE.fullmatch(text) is None or not low <= int(text) <= high:
+        raise RequestInvalid(
+            [
+                msg.make(
+                    msg.INVALID_FIELD,
+                    path=name,
+                    reason=f"a whole number from {low} to {high} in ASCII digits",
+                )
+            ]
+        )
+    return int(text)
+
+
+def seconds(request: web.Request, name: str, high: float | None) -> float | None:
+    """Parameter ``name`` as seconds from 0 to ``high`` (None: no bound) in ASCII digits
+    with optional decimals, or None when absent."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if _DECIMAL.fullmatch(text) is None or (high is not None and float(text) > high):
+        bound = "0 or more" if high is None else f"from 0 to {high:g}"
+        raise RequestInvalid(
+            [msg.make(msg.INVALID_FIELD, path=name, reason=f"seconds, {bound}, in ASCII digits")]
+        )
+    return float(text)

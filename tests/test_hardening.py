@@ -1,0 +1,51 @@
+"""Hardened inputs and settings: every 400 says why, odd digits are 400s, exposure is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from talicada.broker.app import create_app
+from talicada.settings import SettingsError, load
+from tests.conftest import ClientFactory
+from tests.lifecycle_support import task
+
+
+async def test_three_hundred_data_items_get_a_400_that_says_why(make_client: ClientFactory) -> None:
+    client = await make_client()
+    request = task("ping")
+    request["data"] = [
+        {
+            "kind": "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/data/simple-data-resource-1.0",
+            "location": f"https://example.org/{i}",
+        }
+        for i in range(300)
+    ]
+    response = await client.post("/requests", json=request)
+    assert response.status == 400
+    (message,) = (await response.json())["messages"]
+    assert message["values"]["path"] == "data"
+    assert "256" in message["message"]
+
+
+@pytest.mark.parametrize("value", ["²", "①", "٣", "1" * 4301, "-1", "1e3", "0x10", " 5", "5 "])
+async def test_query_numbers_are_ascii_digits_or_a_400(
+    make_client: ClientFactory, value: str
+) -> None:
+    client = await make_client()
+    listed = await client.get("/sessions", params={"limit": value})
+    assert listed.status == 400, value
+    (message,) = (await listed.json())["messages"]
+    assert message["values"]["path"] == "limit"
+    uuid = "00000000-0000-4000-8000-000000000000"
+    waited = await client.get(f"/sessions/{uuid}", params={"wait": value})
+    assert waited.status in (400, 404), value  # never a 500
+    assert (await client.get("/sessions", params={"limit": "7"})).status == 200
+
+
+def test_embedded_mode_without_auth_listens_on_loopback_only_unless_told() -> None:
+    for host in ("127.0.0.1", "::1", "localhost"):
+        create_app(load(environ={}, host=host))
+    for host in ("0.0.0.0", "::", "192.0.2.10"):
+        with pytest.raises(SettingsError, match="not loopback and authentication is off"):
+            create_app(load(environ={}, host=host))
+    create_app(load(environ={}, host="0.0.0.0", allow_unauthenticated_listen=True))
