@@ -203,6 +203,11 @@ async def _run_server(app: web.Application, settings: Settings, *, json_lines: b
         structlog.get_logger("talicada.serve").info("serve.listening", text=listening, next=step)
     else:
         print(_ready_message(settings), file=sys.stderr, flush=True)
+    metrics_runner = None
+    if settings.metrics_port is not None:
+        from talicada.broker import metrics_site
+
+        metrics_runner = await metrics_site.start(app, settings.host, settings.metrics_port)
     heap.settle()  # after start-up: its objects live as long as the process
     workers = None
     if settings.embedded:
@@ -214,6 +219,8 @@ async def _run_server(app: web.Application, settings: Settings, *, json_lines: b
     await stop.wait()
     if workers is not None:
         await workers
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await runner.cleanup()
 
 

@@ -324,6 +324,30 @@ class PlatformSettings(_Frozen, frozen=True):
         return min(self.max_memory or self.memory, self.memory)
 
 
+class OidcSettings(_Frozen, frozen=True):
+    """One trusted OIDC issuer of access tokens (``[[oidc]]``), e.g. INDIGO IAM.
+
+    issuer: the ``iss`` its tokens carry. audiences: ``aud`` values accepted
+    (one must match). jwks_url (fetched, cached ``jwks_ttl`` seconds and
+    refetched at most every ``jwks_refresh`` seconds when a token names an
+    unknown key) or jwks_file: its signing keys. principal_claim: the claim
+    that names the caller. groups_claim and roles: groups that grant roles
+    (``{"srcnet/operators" = "operator"}``).
+    """
+
+    issuer: Annotated[str, Meta(min_length=1)]
+    audiences: Annotated[list[str], Meta(min_length=1)]
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    principal_claim: str = "sub"
+    groups_claim: str = "groups"
+    roles: dict[str, str] = msgspec.field(default_factory=dict)
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256", "ES256", "PS256"])
+    leeway: Annotated[float, Meta(ge=0, le=300)] = 30.0
+    jwks_ttl: Annotated[float, Meta(gt=0)] = 300.0
+    jwks_refresh: Annotated[float, Meta(ge=0)] = 30.0
+
+
 #: The platform of embedded mode: this machine, test tasks only, quick to prepare.
 LOCAL = PlatformSettings(
     name="local",
@@ -360,6 +384,13 @@ class Settings(_Frozen, frozen=True):
     redis_url: str | None = None
     key_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "talicada"
     auth_tokens_file: str | None = None
+    #: Trusted OIDC issuers of access tokens (with or without a token file).
+    oidc: list[OidcSettings] = msgspec.field(default_factory=list)
+    #: Who may read /metrics: anyone (what Prometheus expects) or operators only.
+    metrics_access: Literal["open", "operator"] = "open"
+    #: Serve /metrics on this port of ``host`` as well, open; /metrics on the
+    #: main port then needs the operator role.
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     max_offers: Annotated[int, Meta(ge=1, le=32)] = constants.MAX_OFFERS
     offer_ttl: Seconds = constants.OFFER_TTL.total_seconds()
     default_duration: Seconds = constants.DEFAULT_DURATION.total_seconds()
@@ -458,6 +489,8 @@ _ENVIRONMENT = {
     "TALICADA_REDIS_URL": "redis_url",
     "TALICADA_KEY_PREFIX": "key_prefix",
     "TALICADA_AUTH_TOKENS_FILE": "auth_tokens_file",
+    "TALICADA_METRICS_ACCESS": "metrics_access",
+    "TALICADA_METRICS_PORT": "metrics_port",
     "TALICADA_MAX_OFFERS": "max_offers",
     "TALICADA_OFFER_TTL": "offer_ttl",
     "TALICADA_LOG_FORMAT": "log_format",
@@ -509,6 +542,11 @@ def load(
     except msgspec.ValidationError as error:
         raise SettingsError(f"invalid setting: {_setting_path(str(error))}") from error
     _check_platforms(settings)
+    for index, issuer in enumerate(settings.oidc):
+        if (issuer.jwks_url is None) == (issuer.jwks_file is None):
+            raise SettingsError(
+                f"invalid setting: oidc[{index}]: set exactly one of jwks_url and jwks_file"
+            )
     return settings
 
 

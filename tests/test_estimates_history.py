@@ -83,9 +83,9 @@ async def report(client: Client, uuid: str, component: str, phase: str, **extra:
             **extra,
         )
     )
-    secret = client.app[CALLBACK_SECRET]
+    secret = client.app[CALLBACK_SECRET][0]
     response = await client.post(
-        f"/callbacks/{uuid}", data=body, headers=sign(secret, body, time.time())
+        f"/callbacks/{uuid}", data=body, headers=sign(secret, uuid, body, time.time())
     )
     assert response.status == 200, await response.text()
 

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from talicada.broker import callbacks, event_feed, watch
-from talicada.broker.auth import Tokens
+from talicada.broker.auth import Authenticator
 from talicada.broker.http import (
     BODY_TIMEOUT_KEY,
     auth_middleware,
@@ -59,6 +59,13 @@ OPEN_PATHS = frozenset(
 )
 
 
+def open_paths(settings: Settings) -> frozenset[str]:
+    """The open paths, less /metrics when it needs the operator role."""
+    if settings.metrics_access == "operator" or settings.metrics_port is not None:
+        return OPEN_PATHS - {"/metrics"}
+    return OPEN_PATHS
+
+
 async def open_store(settings: Settings) -> Store:
     """The store ``settings`` ask for: Redis when configured, else in memory."""
     if settings.redis_url is None:
@@ -88,12 +95,8 @@ def create_app(
     ``store`` overrides the configured store and ``clock`` the wall clock (tests);
     ``timers=False`` leaves offer expiry to someone else.
     """
-    tokens = Tokens.load(settings.auth_tokens_file) if settings.auth_tokens_file else None
-    if tokens is None and not settings.embedded:
-        raise SettingsError(
-            "auth_tokens_file: required when redis_url is set (auth is off only in embedded mode)"
-        )
-    check_exposure(settings, authenticated=tokens is not None)
+    authenticator = Authenticator.from_settings(settings)
+    check_exposure(settings, authenticated=authenticator is not None)
     metrics = Metrics(streams(settings.platforms))
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -102,7 +105,7 @@ def create_app(
             measured(metrics),
             errors_middleware,
             federation.faults_middleware(settings),
-            auth_middleware(tokens, OPEN_PATHS),
+            auth_middleware(authenticator, open_paths(settings)),
             federation.trust_middleware(settings),
             federation.forwarding_middleware(),
         ],
@@ -133,12 +136,14 @@ def create_app(
         broker.estimator.observers.append(metrics.observe_step)
         app[BROKER] = broker
         app[NOTIFIER] = Notifier(opened.bus)
-        if tokens is None:
+        if authenticator is None:
             log.warning("auth.disabled", reason="embedded mode: every caller is 'anonymous'")
         announce(settings)
         yield
         for advisor in advisors.values():
             await advisor.close()
+        if authenticator is not None:
+            await authenticator.close()
         if owned:
             await opened.close()
 

@@ -17,13 +17,15 @@ import structlog
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from talicada.broker.auth import Tokens
+from talicada.auth.identity import NOBODY, Identity
+from talicada.broker.auth import Authenticator
 from talicada.broker.notify import TooManyWatchers
+from talicada.broker.store import EVERYONE
 from talicada.redisconn import is_unavailable
 from talicada.schema import codec
 from talicada.schema import messages as msg
 from talicada.schema.codec import MediaType
-from talicada.schema.messages import MessageItem, RequestInvalid, RequestTimeout
+from talicada.schema.messages import Forbidden, MessageItem, RequestInvalid, RequestTimeout
 
 log = structlog.get_logger("talicada.http")
 
@@ -31,6 +33,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MEDIA = web.RequestKey("media", MediaType)
 PRINCIPAL = web.RequestKey("principal", str)
+IDENTITY = web.RequestKey("identity", Identity)
 
 #: Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER = 5
@@ -194,37 +197,65 @@ def unavailable(request: web.Request, reason: str) -> web.Response:
     return response
 
 
-def auth_middleware(tokens: Tokens | None, open_paths: frozenset[str]) -> Middleware:
+def auth_middleware(authenticator: Authenticator | None, open_paths: frozenset[str]) -> Middleware:
     """Resolve the caller from a bearer token; 401 unless the path is open."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None:
-            request[PRINCIPAL] = "anonymous"
+        if authenticator is None:
+            request[IDENTITY] = NOBODY
+            request[PRINCIPAL] = NOBODY.principal
             return await handler(request)
-        principal = tokens.principal(request.headers.get(hdrs.AUTHORIZATION))
+        identity, reason = await authenticator.identify(request.headers.get(hdrs.AUTHORIZATION))
         # Callbacks carry their own HMAC signature instead of a bearer token.
         signed = request.path.startswith("/callbacks/")
-        if principal is None and request.path not in open_paths and not signed:
+        if identity is None and request.path not in open_paths and not signed:
             response = _error(
-                request,
-                401,
-                [
-                    msg.make(
-                        msg.INVALID_FIELD,
-                        path="Authorization",
-                        reason="a valid bearer token is required",
-                    )
-                ],
+                request, 401, [msg.make(msg.INVALID_FIELD, path="Authorization", reason=reason)]
             )
             response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="talicada"'
             return response
-        request[PRINCIPAL] = principal or "anonymous"
+        request[IDENTITY] = identity or NOBODY
+        request[PRINCIPAL] = request[IDENTITY].principal
         return await handler(request)
 
     return middleware
 
 
 def principal(request: web.Request) -> str:
-    """Who is calling (set by the auth middleware)."""
-    return request[PRINCIPAL]
+    """Who is calling (set by the auth middleware): the owner of what they create."""
+    acting = request[PRINCIPAL]
+    if acting == EVERYONE:
+        # The name of the operators' index of every session; nobody may act as it.
+        raise Forbidden(
+            [msg.make(msg.INVALID_FIELD, path="principal", reason=f"{EVERYONE!r} is reserved")]
+        )
+    return acting
+
+
+def identity(request: web.Request) -> Identity:
+    """Who is calling and their roles (set by the auth middleware)."""
+    found: Identity = request.get(IDENTITY, NOBODY)
+    return found
+
+
+def viewer(request: web.Request) -> str | None:
+    """Whose sessions the caller may see and change: their own, or None (everyone's)."""
+    caller, acting = identity(request), principal(request)
+    # Roles belong to the authenticated caller: a principal asserted on its behalf
+    # (a federation aggregator acting for a user) has none.
+    return None if caller.operator and caller.principal == acting else acting
+
+
+def require_operator(request: web.Request) -> None:
+    """403 unless the caller holds the operator role."""
+    if not identity(request).operator:
+        raise Forbidden(
+            [
+                msg.make(
+                    msg.INVALID_FIELD,
+                    path="Authorization",
+                    reason="this needs the operator role",
+                )
+            ]
+        )

@@ -14,8 +14,10 @@ from talicada.broker.http import (
     path_uuid,
     principal,
     read_body,
+    require_operator,
     respond,
     response_media,
+    viewer,
 )
 from talicada.broker.keys import BROKER, METRICS, OPENAPI, SETTINGS, STARTED
 from talicada.broker.metrics import exposition
@@ -104,7 +106,7 @@ async def create_offerset(request: web.Request) -> web.Response:
 @routes.get("/offersets/{uuid}")
 async def get_offerset(request: web.Request) -> web.Response:
     """An offer set with the live phase of each offer."""
-    view = await request.app[BROKER].offerset(path_uuid(request), principal(request))
+    view = await request.app[BROKER].offerset(path_uuid(request), viewer(request))
     return _offerset_response(request, view)
 
 
@@ -150,7 +152,7 @@ async def direct(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     """One session (or offer); ``?wait=S&phase=P`` waits while the phase is P."""
     uuid = path_uuid(request)
-    live = await request.app[BROKER].session(uuid, principal(request))
+    live = await request.app[BROKER].session(uuid, viewer(request))
     live = await long_poll(request, uuid, live)
     return respond(request, _session(request, live), root="execution")
 
@@ -161,7 +163,7 @@ async def update_session(request: web.Request) -> web.Response:
     uuid = path_uuid(request)
     body, media = await read_body(request)
     update = parse_update(body, lax=media is MediaType.XML)
-    live = await request.app[BROKER].update(uuid, principal(request), update)
+    live = await request.app[BROKER].update(uuid, viewer(request), update)
     return respond(request, _session(request, live), root="execution")
 
 
@@ -173,11 +175,11 @@ async def delete_session(request: web.Request) -> web.Response:
     """
     uuid = path_uuid(request)
     broker = request.app[BROKER]
-    live = await broker.session(uuid, principal(request))
+    live = await broker.session(uuid, viewer(request))
     target: SessionPhase = "REJECTED" if live.phase == "OFFERED" else "CANCELLED"
     if live.phase not in lifecycle.FINAL and lifecycle.allowed(live.phase, target):
         update = EnumValueUpdate(path="phase", value=target)
-        await broker.update(uuid, principal(request), update)
+        await broker.update(uuid, viewer(request), update)
     raise web.HTTPSeeOther(f"{_base(request)}/sessions")
 
 
@@ -232,7 +234,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         # what was accepted (docs/ARCHITECTURE.md §3).
         phases = sorted(_PHASES - _OFFER_PHASES)
     sessions, cursor = await request.app[BROKER].list_sessions(
-        principal(request),
+        viewer(request),
         phases=phases,  # type: ignore[arg-type]
         since=_instant_param(request, "since"),
         until=_instant_param(request, "until"),
@@ -305,6 +307,9 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this replica (and the shared streams)."""
+    settings = request.app[SETTINGS]
+    if settings.metrics_access == "operator" or settings.metrics_port is not None:
+        require_operator(request)
     return await exposition(request.app[METRICS], request.app[BROKER].store.bus)
 
 

@@ -37,7 +37,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
-from talicada.broker.store import Store
+from talicada.broker.store import EVERYONE, Store
 from talicada.broker.store.samples import MemorySamples, SampleStore
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_duration, format_instant
@@ -395,29 +395,29 @@ class Broker:
 
     # -- reading ----------------------------------------------------------
 
-    async def offerset(self, uuid: str, owner: str) -> OfferSetView:
-        """The caller's offer set with live offers, or NotFound."""
+    async def offerset(self, uuid: str, owner: str | None) -> OfferSetView:
+        """The caller's offer set with live offers, or NotFound (``owner`` None: anyone's)."""
         record = await self.store.offerset(uuid)
-        if record is None or record.owner != owner:
+        if record is None or (owner is not None and record.owner != owner):
             raise NotFound([msg.make(msg.NOT_FOUND, what="offer set", uuid=uuid)])
         offers = await self.store.sessions(record.offers)
         return OfferSetView(record, [offer for offer in offers if offer is not None])
 
-    async def session(self, uuid: str, owner: str) -> LiveSession:
-        """The caller's session, or NotFound."""
+    async def session(self, uuid: str, owner: str | None) -> LiveSession:
+        """The caller's session, or NotFound (``owner`` None: anyone's, for operators)."""
         (found,) = await self.store.sessions([uuid])
-        if found is None or found.record.owner != owner:
+        if found is None or (owner is not None and found.record.owner != owner):
             raise NotFound([msg.make(msg.NOT_FOUND, what="session", uuid=uuid)])
         return found
 
-    async def history(self, uuid: str, owner: str) -> list[Transition]:
+    async def history(self, uuid: str, owner: str | None) -> list[Transition]:
         """The caller's session's transitions, oldest first."""
         await self.session(uuid, owner)
         return await self.store.history(uuid)
 
     async def list_sessions(
         self,
-        owner: str,
+        owner: str | None,
         *,
         phases: Collection[SessionPhase] = (),
         since: datetime | None = None,
@@ -425,9 +425,9 @@ class Broker:
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[list[LiveSession], str | None]:
-        """A page of the caller's sessions, newest first."""
+        """A page of the caller's sessions (``owner`` None: everyone's), newest first."""
         return await self.store.list_sessions(
-            owner,
+            EVERYONE if owner is None else owner,
             phases=phases,
             since=_ms(since) if since else None,
             until=_ms(until) if until else None,
@@ -437,7 +437,7 @@ class Broker:
 
     # -- updates ----------------------------------------------------------
 
-    async def update(self, uuid: str, owner: str, update: AnyUpdate) -> LiveSession:
+    async def update(self, uuid: str, owner: str | None, update: AnyUpdate) -> LiveSession:
         """Apply a client's update; RequestInvalid (400) or Conflict (409) otherwise."""
         await self.session(uuid, owner)
         intent = updates.interpret(update)
@@ -445,7 +445,7 @@ class Broker:
             return await self.update_phase(uuid, owner, intent.target, "client")
         return await self.resize(uuid, owner, intent)
 
-    async def resize(self, uuid: str, owner: str, change: updates.Resize) -> LiveSession:
+    async def resize(self, uuid: str, owner: str | None, change: updates.Resize) -> LiveSession:
         """Make the caller's session's available window longer or shorter."""
         await self.session(uuid, owner)
         platform: PlatformSettings | None = None
@@ -479,7 +479,7 @@ class Broker:
         return await self.session(uuid, owner)
 
     async def update_phase(
-        self, uuid: str, owner: str, target: SessionPhase, cause: str
+        self, uuid: str, owner: str | None, target: SessionPhase, cause: str
     ) -> LiveSession:
         """Move the caller's session to ``target`` as a client asked."""
         now = self.clock()

@@ -22,7 +22,7 @@ from aiohttp import web
 from talicada import constants
 from talicada.broker import lifecycle, params
 from talicada.broker.components import Component, components
-from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, principal, respond
+from talicada.broker.http import RETRY_AFTER, base_url, path_uuid, respond, viewer
 from talicada.broker.keys import BROKER, NOTIFIER, SETTINGS
 from talicada.broker.records import LiveSession, Transition
 from talicada.broker.render import session_doc
@@ -71,7 +71,7 @@ async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveS
     deadline = time.monotonic() + wait
     async with request.app[NOTIFIER].watch(uuid) as changed:
         # Re-read once after subscribing, so a change in between is not missed.
-        live = await broker.session(uuid, principal(request))
+        live = await broker.session(uuid, viewer(request))
         while (final or live.phase == phase) and live.phase not in lifecycle.FINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -81,7 +81,7 @@ async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveS
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(remaining, RECHECK))
             changed.clear()
-            live = await broker.session(uuid, principal(request))
+            live = await broker.session(uuid, viewer(request))
     return live
 
 
@@ -90,7 +90,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Every transition of the session as Server-Sent Events, in order."""
     uuid = path_uuid(request)
     broker = request.app[BROKER]
-    await broker.session(uuid, principal(request))  # 404 before the stream starts
+    await broker.session(uuid, viewer(request))  # 404 before the stream starts
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -161,7 +161,7 @@ async def _stream(
 ) -> None:
     """Write ``fresh`` (transitions from number ``sent`` on), then the rest as they come."""
     broker = request.app[BROKER]
-    live = await broker.session(uuid, principal(request))
+    live = await broker.session(uuid, viewer(request))
     while True:
         parts = _parts(live)
         for index, item in enumerate(fresh, start=sent):
@@ -169,7 +169,7 @@ async def _stream(
             data = json.dumps(transition_doc(item, parts))
             await response.write(f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode())
         sent += len(fresh)
-        live = await broker.session(uuid, principal(request))
+        live = await broker.session(uuid, viewer(request))
         if live.phase in lifecycle.FINAL and not await broker.store.history(uuid, sent):
             return
         try:
@@ -185,7 +185,7 @@ async def session_log(request: web.Request) -> web.Response:
     """The session's record: transitions, messages and the executable's output."""
     uuid = path_uuid(request)
     broker = request.app[BROKER]
-    live = await broker.session(uuid, principal(request))
+    live = await broker.session(uuid, viewer(request))
     history = await broker.store.history(uuid)
     parts = _parts(live)
     session = session_doc(live, base_url(request, request.app[SETTINGS].base_url))

@@ -198,3 +198,9 @@ class NotFound(RequestInvalid):
     """No such resource, or not the caller's (404)."""
 
     status = 404
+
+
+class Forbidden(RequestInvalid):
+    """The caller is known but lacks the role this needs (403)."""
+
+    status = 403

@@ -27,6 +27,10 @@ from talicada.broker.records import (
 from talicada.events.bus import Bus
 from talicada.schema.model import SessionPhase
 
+#: The owner whose index lists every session (an operator's view); no
+#: principal may be called this.
+EVERYONE = "*"
+
 
 class Store(Protocol):
     """What the broker needs from its state store."""
@@ -110,7 +114,8 @@ class Store(Protocol):
         cursor: str | None,
         limit: int,
     ) -> tuple[list[LiveSession], str | None]:
-        """The owner's sessions, newest first, and the cursor of the next page."""
+        """The owner's sessions (every one for :data:`EVERYONE`), newest first, and the
+        cursor of the next page."""
 
     async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
         """Every calendar entry of ``platform`` as (session uuid, state H|B, entry)."""

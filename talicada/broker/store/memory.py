@@ -25,6 +25,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
+from talicada.broker.store import EVERYONE
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import Event
@@ -148,6 +149,7 @@ class MemoryStore:
             self._history[offer.uuid].append(first)
             self._set_timer(constants.timer("expire", offer.uuid), offer.expires)
             bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
+            bisect.insort(self._owned[EVERYONE], (offer.created, offer.uuid))
             self._outbox.append((LIFECYCLE, lifecycle_event(offer.uuid, first)))
         await self._flush()
         return None
@@ -316,10 +318,11 @@ class MemoryStore:
             return
         for table in (self._phases, self._history, self._versions, self._applied):
             table.pop(uuid, None)
-        owned = self._owned.get(record.owner, [])
-        index = bisect.bisect_left(owned, (record.created, uuid))
-        if index < len(owned) and owned[index] == (record.created, uuid):
-            del owned[index]
+        for owner in (record.owner, EVERYONE):
+            owned = self._owned.get(owner, [])
+            index = bisect.bisect_left(owned, (record.created, uuid))
+            if index < len(owned) and owned[index] == (record.created, uuid):
+                del owned[index]
         offerset = self._offersets.get(record.offerset)
         if offerset is not None and not any(o in self._sessions for o in offerset.offers):
             del self._offersets[record.offerset]  # its last offer is gone

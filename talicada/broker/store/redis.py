@@ -32,6 +32,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
+from talicada.broker.store import EVERYONE
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import encode as encode_event
@@ -200,6 +201,15 @@ class RedisStore:
             args += list(capacity[platform])
         args += [self.maxlen, constants.STREAM_FIELD]
         clash = int(await self._run(self._hold, keys, args))
+        if clash == 0 and offers:
+            # The operators' index of every session. Only a listing aid, so it is
+            # written after the script: a crash in between leaves a session unlisted
+            # there, never a wrong state.
+            everyone = self.keys.owner_index(EVERYONE)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(everyone, {offer.uuid: offer.created for offer in offers})
+                pipe.zremrangebyscore(everyone, "-inf", f"({offers[0].created - _RETENTION_MS}")
+                await pipe.execute()
         return None if clash == 0 else clash - 1
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:

@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from talicada.broker import lifecycle
-from talicada.broker.http import base_url, principal
+from talicada.broker.http import base_url, viewer
 from talicada.broker.keys import BROKER, SETTINGS
 from talicada.broker.records import LiveSession
 from talicada.broker.render import session_model
@@ -187,7 +187,7 @@ async def sessions_page(request: web.Request) -> web.Response:
     phase = request.query.get("phase", "")
     phases = [phase] if phase in PHASES else []
     found, _ = await request.app[BROKER].list_sessions(
-        principal(request),
+        viewer(request),
         phases=phases,  # type: ignore[arg-type]
         limit=100,
     )
@@ -210,7 +210,7 @@ async def session_page(request: web.Request) -> web.Response:
     uuid = request.match_info["uuid"]
     broker = request.app[BROKER]
     try:
-        live = await broker.session(uuid, principal(request))
+        live = await broker.session(uuid, viewer(request))
     except NotFound:
         return _not_found(request, "session")
     history = await broker.store.history(live.record.uuid)
@@ -259,7 +259,7 @@ async def session_page(request: web.Request) -> web.Response:
 async def offerset_page(request: web.Request) -> web.Response:
     """An offer set's offers side by side, each with its accept button."""
     try:
-        view = await request.app[BROKER].offerset(request.match_info["uuid"], principal(request))
+        view = await request.app[BROKER].offerset(request.match_info["uuid"], viewer(request))
     except NotFound:
         return _not_found(request, "offer set")
     base = _base(request)
