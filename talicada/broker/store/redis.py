@@ -205,11 +205,9 @@ class RedisStore:
             # The operators' index of every session. Only a listing aid, so it is
             # written after the script: a crash in between leaves a session unlisted
             # there, never a wrong state.
+            # Like the owners' indexes it is not pruned by age; listing drops the gone.
             everyone = self.keys.owner_index(EVERYONE)
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zadd(everyone, {offer.uuid: offer.created for offer in offers})
-                pipe.zremrangebyscore(everyone, "-inf", f"({offers[0].created - _RETENTION_MS}")
-                await pipe.execute()
+            await self.client.zadd(everyone, {offer.uuid: offer.created for offer in offers})
         return None if clash == 0 else clash - 1
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
