@@ -410,6 +410,15 @@ class Settings(_Frozen, frozen=True):
     broker_url: str | None = None
     #: MQTT broker for session notifications (``mqtt://host:port``); None = off.
     mqtt_url: str | None = None
+    #: Password of the MQTT user named in ``mqtt_url`` (instead of one in the URL).
+    mqtt_password_file: str | None = None
+    #: First topic level of what the broker publishes (``<prefix>/sessions/<owner>/<uuid>``).
+    mqtt_topic_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = (
+        "talicada"
+    )
+    #: Seconds a session's final phase stays retained (None: as long as the
+    #: broker keeps the session, 30 days), after which Mosquitto drops it.
+    mqtt_final_retain: Annotated[float, Meta(ge=1)] | None = None
     #: Where the local platform keeps session files (staged data, output).
     work_dir: str = "var/work"
     #: Largest data item the local platform stages (bytes).
@@ -475,9 +484,10 @@ class Settings(_Frozen, frozen=True):
     def __repr__(self) -> str:
         redis = "****" if self.redis_url and "@" in self.redis_url else self.redis_url
         secret = "****" if self.callback_secret else None
+        mqtt = "****" if self.mqtt_url and "@" in self.mqtt_url else self.mqtt_url
         return (
             f"Settings(host={self.host!r}, port={self.port}, redis_url={redis!r}, "
-            f"callback_secret={secret!r}, …)"
+            f"callback_secret={secret!r}, mqtt_url={mqtt!r}, …)"
         )
 
 
@@ -498,6 +508,8 @@ _ENVIRONMENT = {
     "TALICADA_CALLBACK_SECRET_PREVIOUS": "callback_secret_previous",
     "TALICADA_BROKER_URL": "broker_url",
     "TALICADA_MQTT_URL": "mqtt_url",
+    "TALICADA_MQTT_PASSWORD_FILE": "mqtt_password_file",
+    "TALICADA_MQTT_TOPIC_PREFIX": "mqtt_topic_prefix",
     "TALICADA_WORK_DIR": "work_dir",
     "TALICADA_WORKER_CONCURRENCY": "worker_concurrency",
     "TALICADA_RECLAIM_IDLE": "reclaim_idle",

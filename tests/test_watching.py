@@ -33,7 +33,7 @@ async def sse_transitions(client: Client, uuid: str) -> list[str]:
 async def mqtt_transitions(url: str, uuid: str, ready: asyncio.Event) -> list[str]:
     """Subscribe to the session's topic and collect phases until a final one."""
     parts = urllib.parse.urlsplit(url)
-    topic = f"talicada/sessions/{uuid}"
+    topic = f"talicada/sessions/anonymous/{uuid}"
     phases: list[str] = []
     async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as mqtt:
         await mqtt.subscribe(topic, qos=1)

@@ -32,7 +32,7 @@ from talicada.broker.keys import (
 )
 from talicada.broker.metrics import Metrics, streams
 from talicada.broker.metrics import middleware as measured
-from talicada.broker.mqtt import MqttPublisher
+from talicada.broker.mqtt import MqttAccess, MqttPublisher
 from talicada.broker.notify import Notifier
 from talicada.broker.routes import routes
 from talicada.broker.service import Broker, Clock, utc_now
@@ -97,6 +97,7 @@ def create_app(
     """
     authenticator = Authenticator.from_settings(settings)
     check_exposure(settings, authenticated=authenticator is not None)
+    mqtt_access = MqttAccess.from_settings(settings) if settings.mqtt_url else None
     metrics = Metrics(streams(settings.platforms))
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -153,8 +154,8 @@ def create_app(
         tasks = []
         if timers:
             tasks.append(asyncio.create_task(app[BROKER].driver.run_timers(stop)))
-        if settings.mqtt_url:
-            publisher = MqttPublisher(settings.mqtt_url, app[BROKER].store.bus, app[BROKER].store)
+        if mqtt_access is not None:
+            publisher = MqttPublisher(mqtt_access, app[BROKER].store.bus, app[BROKER].store)
             tasks.append(asyncio.create_task(publisher.run(stop)))
         yield
         stop.set()

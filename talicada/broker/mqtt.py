@@ -1,8 +1,14 @@
 """Publishing every session transition to MQTT (docs/ARCHITECTURE.md §8).
 
-Topic ``talicada/sessions/<uuid>``, QoS 1; the message of the phase the
-session is in is retained, so a subscriber that arrives late gets it at
-once. The publisher consumes the lifecycle stream in its own consumer group
+Topic ``<prefix>/sessions/<owner>/<uuid>`` (prefix ``mqtt_topic_prefix``,
+``talicada`` by default; the owner percent-encoded), QoS 1, MQTT 5, with the
+credentials of ``mqtt_url``. The owner in the topic lets a site's ACL give
+each user their own sessions only (docs/examples/mosquitto.acl). The message
+of the phase the session is in is retained, so a subscriber that arrives late
+gets it at once; a final phase is retained with a message expiry of
+``mqtt_final_retain`` (by default as long as the broker keeps the session),
+so Mosquitto drops it when the broker forgets the session and retained
+messages do not pile up. The publisher consumes the lifecycle stream in its own consumer group
 with one event in flight, so transitions leave in the order they were
 recorded. Run it on one replica (set ``mqtt_url`` there): two publishers
 could interleave one session's transitions.
@@ -13,27 +19,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from talicada import constants
+from talicada.broker import lifecycle
 from talicada.broker.store import Store
 from talicada.events.bus import Bus, Delivery
 from talicada.events.consumer import Consumer
 from talicada.events.envelope import SessionChanged
 from talicada.events.streams import LIFECYCLE
 from talicada.outage import Outage
+from talicada.settings import Settings, SettingsError
 from talicada.workers.runtime import consumer_name
 
 log = structlog.get_logger("talicada.mqtt")
 
-TOPIC = "talicada/sessions/{session}"
+TOPIC = "{prefix}/sessions/{owner}/{session}"
 GROUP = "mqtt"
+
+
+def topic_for(prefix: str, owner: str, session: str) -> str:
+    """The topic of ``session``; the owner cannot add levels or wildcards."""
+    return TOPIC.format(prefix=prefix, owner=urllib.parse.quote(owner, safe=""), session=session)
+
+
+def expiring(seconds: float) -> Properties:
+    """PUBLISH properties that make the broker drop the message after ``seconds``."""
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.MessageExpiryInterval = max(1, int(seconds))
+    return properties
+
+
+@dataclass(frozen=True)
+class MqttAccess:
+    """Where and as whom the publisher connects, and what it publishes under."""
+
+    url: str
+    prefix: str = "talicada"
+    #: Seconds a final phase stays retained (None: retained without expiry).
+    final_retain: float | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MqttAccess:
+        """The access ``settings`` configure: credentials in the URL or a password file."""
+        assert settings.mqtt_url is not None
+        parts = urllib.parse.urlsplit(settings.mqtt_url)
+        username = urllib.parse.unquote(parts.username) if parts.username else None
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        if settings.mqtt_password_file:
+            try:
+                password = Path(settings.mqtt_password_file).read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise SettingsError(
+                    f"mqtt_password_file {settings.mqtt_password_file}: {error.strerror}"
+                ) from error
+        final = settings.mqtt_final_retain
+        return cls(
+            url=settings.mqtt_url,
+            prefix=settings.mqtt_topic_prefix,
+            final_retain=constants.SESSION_RETENTION.total_seconds() if final is None else final,
+            username=username,
+            password=password,
+        )
 
 
 def payload(event: SessionChanged) -> bytes:
@@ -64,14 +125,15 @@ class MqttPublisher:
 
     def __init__(
         self,
-        url: str,
+        access: MqttAccess | str,
         bus: Bus,
         store: Store,
         *,
         remember: int = 10_000,
         connect_timeout: float = 5.0,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
+        self.access = MqttAccess(access) if isinstance(access, str) else access
+        parts = urllib.parse.urlsplit(self.access.url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 1883
         self.bus = bus
@@ -82,8 +144,9 @@ class MqttPublisher:
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._broken = asyncio.Event()
-        #: Topic → the retained message last published there, newest last (bounded).
-        self._retained: OrderedDict[str, bytes] = OrderedDict()
+        #: Topic → the retained message last published there and, for a final
+        #: phase, the monotonic instant it expires; newest last (bounded).
+        self._retained: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self.outage = Outage("mqtt", log, base=0.5, cap=10.0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,7 +169,12 @@ class MqttPublisher:
         while not stop.is_set():
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, timeout=self.connect_timeout
+                    self.host,
+                    self.port,
+                    username=self.access.username,
+                    password=self.access.password,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    timeout=self.connect_timeout,
                 ) as client:
                     if self.outage.down:
                         self.outage.recovered()
@@ -126,8 +194,13 @@ class MqttPublisher:
 
     async def _republish(self, client: aiomqtt.Client) -> None:
         """Publish again the retained phase of every session remembered."""
-        for topic, message in list(self._retained.items()):
-            await client.publish(topic, message, qos=1, retain=True)
+        now = time.monotonic()
+        for topic, (message, expires) in list(self._retained.items()):
+            if expires is None:
+                await client.publish(topic, message, qos=1, retain=True)
+            elif expires > now:
+                properties = expiring(expires - now)
+                await client.publish(topic, message, qos=1, retain=True, properties=properties)
         if self._retained:
             log.info("mqtt.retained_republished", topics=len(self._retained))
 
@@ -136,7 +209,6 @@ class MqttPublisher:
         event = delivery.event
         if not isinstance(event, SessionChanged):
             return  # component changes are in the session's log and SSE stream
-        topic = TOPIC.format(session=event.session)
         message = payload(event)
         while True:
             await self._connected.wait()
@@ -146,19 +218,26 @@ class MqttPublisher:
             # Retain only the phase the session is in now: a transition published
             # late (after a retry) must not replace a newer retained phase.
             (live,) = await self.store.sessions([event.session])
-            current = live is not None and live.phase == event.body.target
+            if live is None:
+                return  # forgotten already: nothing to tell, nothing to retain
+            topic = topic_for(self.access.prefix, live.record.owner, event.session)
+            current = live.phase == event.body.target
+            final = current and live.phase in lifecycle.FINAL
+            retain_for = self.access.final_retain if final else None
+            properties = expiring(retain_for) if retain_for is not None else None
             try:
-                await client.publish(topic, message, qos=1, retain=current)
+                await client.publish(topic, message, qos=1, retain=current, properties=properties)
             except aiomqtt.MqttError:
                 self._broken.set()  # reconnect; this message goes out on the next connection
                 self._connected.clear()
                 continue
             if current:
-                self._remember(topic, message)
+                expires = None if retain_for is None else time.monotonic() + retain_for
+                self._remember(topic, message, expires)
             return
 
-    def _remember(self, topic: str, message: bytes) -> None:
-        self._retained[topic] = message
+    def _remember(self, topic: str, message: bytes, expires: float | None) -> None:
+        self._retained[topic] = (message, expires)
         self._retained.move_to_end(topic)
         while len(self._retained) > self.remember:
             self._retained.popitem(last=False)
