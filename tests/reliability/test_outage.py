@@ -210,7 +210,10 @@ async def test_after_a_mosquitto_outage_publishing_resumes_and_retained_phases_a
             await wait_for(client, before["uuid"], {"COMPLETED"}, limit=60)
             during = (await (await client.post("/sessions", json=delay(4))).json())["meta"]
             await wait_for(client, during["uuid"], {"RUNNING"}, limit=60)
-            topics = [f"talicada/sessions/{before['uuid']}", f"talicada/sessions/{during['uuid']}"]
+            topics = [
+                f"talicada/sessions/anonymous/{before['uuid']}",
+                f"talicada/sessions/anonymous/{during['uuid']}",
+            ]
             first = await retained_phases(mosquitto.url, topics[:1], seconds=10)
             assert first == {topics[0]: "COMPLETED"}
 
