@@ -45,6 +45,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
 ERRORS: Final = {
     "400": ("BadRequest", "The request is invalid; the messages name each bad field."),
     "401": ("Unauthorized", "A valid bearer token is required."),
+    "403": ("Forbidden", "The caller lacks the role this needs (operator)."),
     "404": ("NotFound", "No such resource, or not the caller's."),
     "406": ("NotAcceptable", "None of the media types in `Accept` can be produced."),
     "409": ("Conflict", "The update is well formed but the session's state does not allow it."),
@@ -225,7 +226,8 @@ def paths() -> dict[str, Any]:
     uuid = [{"$ref": "#/components/parameters/uuid"}]
     health = ref("Health")
     openapi_json = {"application/json": {"schema": {"type": "object"}}}
-    openapi_yaml = {"application/yaml": {"schema": {"type": "string"}}}
+    # A YAML document of the same object (clients that parse YAML see an object).
+    openapi_yaml = {"application/yaml": {"schema": {"type": "object"}}}
     return {
         "/requests": {
             "post": _create_offerset("createOfferSet", "Ask for offers to run an execution."),
@@ -367,7 +369,9 @@ def paths() -> dict[str, Any]:
                 "200": {
                     "description": "The Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                # Only where metrics need the operator role (metrics_access, metrics_port).
+                **_errors("401", "403"),
             },
         ),
         "/capabilities": _service(
