@@ -296,6 +296,11 @@ class PlatformSettings(_Frozen, frozen=True):
     max_cores: PositiveInt | None = None
     #: Most memory (GiB) of one session (none: the total).
     max_memory: PositiveInt | None = None
+    #: Most cores and GiB one owner's pending offers may hold here (each offer
+    #: set counted once, by its largest offer). None: half the platform, but
+    #: never less than one session's maximum (talicada/broker/fairness.py).
+    max_held_cores: PositiveInt | None = None
+    max_held_memory: PositiveInt | None = None
     #: Longest session (seconds) the platform books. A booking costs the change
     #: points it overlaps, not its length, so sites may book long sessions.
     max_duration: Annotated[float, Meta(gt=0)] = 30 * 24 * 3600.0

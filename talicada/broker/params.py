@@ -48,3 +48,25 @@ def seconds(request: web.Request, name: str, high: float | None) -> float | None
             [msg.make(msg.INVALID_FIELD, path=name, reason=f"seconds, {bound}, in ASCII digits")]
         )
     return float(text)
+
+
+def prefer_offers(request: web.Request) -> int | None:
+    """``Prefer: offers=N`` (RFC 7240 style): at most N offers, N from 1 to 32; None if absent."""
+    for preference in request.headers.getall("Prefer", []):
+        for token in preference.split(","):
+            name, _, value = token.strip().partition("=")
+            if name.strip().lower() != "offers":
+                continue
+            value = value.strip().strip('"')
+            if _WHOLE.fullmatch(value) is None or not 1 <= int(value) <= 32:
+                raise RequestInvalid(
+                    [
+                        msg.make(
+                            msg.INVALID_FIELD,
+                            path="Prefer",
+                            reason="offers=N takes a whole number from 1 to 32",
+                        )
+                    ]
+                )
+            return int(value)
+    return None

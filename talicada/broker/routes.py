@@ -94,7 +94,9 @@ def _session(request: web.Request, live: LiveSession) -> dict[str, Any]:
 async def create_offerset(request: web.Request) -> web.Response:
     """Execution request → offer set (200, or 303 with ``Prefer: return=minimal``)."""
     valid = await _valid_request(request)
-    view = await request.app[BROKER].request(valid, principal(request))
+    view = await request.app[BROKER].request(
+        valid, principal(request), max_offers=params.prefer_offers(request)
+    )
     request.app[METRICS].offersets.labels(view.record.result).inc()
     base = _base(request)
     location = f"{base}/offersets/{view.record.uuid}"

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from talicada import constants
-from talicada.broker import engine, lifecycle, platforms, ttl, updates
+from talicada.broker import engine, fairness, lifecycle, platforms, ttl, updates
 from talicada.broker.advice import NO_ADVICE, Advice, Advisor, legal_floor, legal_range
 from talicada.broker.calendar import Slots
 from talicada.broker.driver import Driver
@@ -130,9 +130,16 @@ class Broker:
 
     # -- offers -----------------------------------------------------------
 
-    async def request(self, valid: ValidRequest, owner: str) -> OfferSetView:
-        """Plan, hold and save offers for ``valid``; a NO answer says why not."""
+    async def request(
+        self, valid: ValidRequest, owner: str, *, max_offers: int | None = None
+    ) -> OfferSetView:
+        """Plan, hold and save offers for ``valid``; a NO answer says why not.
+
+        ``max_offers`` lowers the configured most offers (``Prefer: offers=N``).
+        """
         now = self.clock()
+        limit = min(max_offers or self.settings.max_offers, self.settings.max_offers)
+        held = await fairness.held_by(self.store, owner, now)
         reasons: list[MessageItem] = []
         runnable: list[_Runnable] = []
         feasible = []
@@ -151,6 +158,13 @@ class Broker:
             demand = self._demand(platform, valid, now, said, quote.planned)
             if said.reasons or demand is None:
                 reasons.extend(said.reasons or [self._no_legal_size(platform, valid, said)])
+                continue
+            demand, over_cap = fairness.within_cap(
+                platform, demand, held.get(platform.name, (0, 0, 0))
+            )
+            if demand is None:
+                assert over_cap is not None
+                reasons.append(over_cap)
             else:
                 runnable.append(_Runnable(platform, demand, said, quote))
         offerset_id = self.new_id()
@@ -163,7 +177,9 @@ class Broker:
             # take capacity in between; then the hold clashes, nothing is
             # written, and planning starts again from the new state.
             async with self._planning:
-                view = await self._plan_and_hold(valid, runnable, reasons, offerset_id, owner, now)
+                view = await self._plan_and_hold(
+                    valid, runnable, reasons, offerset_id, owner, now, limit
+                )
             if view is not None:
                 return view
             attempt += 1
@@ -191,11 +207,12 @@ class Broker:
         offerset_id: str,
         owner: str,
         now: datetime,
+        limit: int,
     ) -> OfferSetView | None:
         """Plan offers from the calendar as it is and hold them; None if they clashed."""
         expires = now + timedelta(seconds=self.settings.offer_ttl)
         name = valid.request.meta.name if valid.request.meta else None
-        candidates = await self._plan(runnable)
+        candidates = await self._plan(runnable, limit)
         offers = [
             self._record(valid, c, index, offerset_id, owner, now, expires)
             for index, c in enumerate(candidates)
@@ -212,7 +229,7 @@ class Broker:
             name=name,
         )
         if not offers:
-            record.messages.extend(self._no_capacity(runnable))
+            record.messages.extend(await self._no_capacity(runnable, now))
             lasting = ttl.no_ttl(record.messages, self.settings.answer_ttl)
             record.valid_until = _ms(now + timedelta(seconds=lasting))
         else:
@@ -295,20 +312,20 @@ class Broker:
             latest=latest,
         )
 
-    async def _plan(self, runnable: list[_Runnable]) -> list[_Candidate]:
+    async def _plan(self, runnable: list[_Runnable], limit: int) -> list[_Candidate]:
         if len(runnable) == 1:
             # One platform: plan it directly rather than through a task.
-            found = [await self._plan_platform(runnable[0])]
+            found = [await self._plan_platform(runnable[0], limit)]
         else:
-            found = list(await asyncio.gather(*(self._plan_platform(r) for r in runnable)))
+            found = list(await asyncio.gather(*(self._plan_platform(r, limit) for r in runnable)))
         candidates = [candidate for windows in found for candidate in windows]
         # Earliest start first, then the largest offer.
         candidates.sort(
             key=lambda c: (c.window.available, -c.window.entry.cores, -c.window.entry.memory)
         )
-        return candidates[: self.settings.max_offers]
+        return candidates[:limit]
 
-    async def _plan_platform(self, runnable: _Runnable) -> list[_Candidate]:
+    async def _plan_platform(self, runnable: _Runnable, limit: int) -> list[_Candidate]:
         """Windows on one platform, from one read of its calendar.
 
         The calendar is a step function, so reading the whole search range
@@ -318,7 +335,7 @@ class Broker:
         first, last = search_range(demand, self.slots)
         usage = await self.store.usage(platform.name, first, last)
         capacity = (platform.cores, platform.memory)
-        windows = plan(demand, usage, capacity, self.slots, platform.name, self.settings.max_offers)
+        windows = plan(demand, usage, capacity, self.slots, platform.name, limit)
         # Offer only sizes the platform's service accepts: round down to a legal
         # one (never below the minimum: the demand starts at a legal one).
         windows = [
@@ -372,7 +389,18 @@ class Broker:
     def _capacities(self) -> dict[str, tuple[int, int]]:
         return self.capacities
 
-    def _no_capacity(self, runnable: list[_Runnable]) -> list[MessageItem]:
+    async def _no_capacity(self, runnable: list[_Runnable], now: datetime) -> list[MessageItem]:
+        """Why each runnable platform had no window: booked, or only held by offers."""
+        reasons = []
+        for each in runnable:
+            if await fairness.held_not_booked(self.store, each.platform, each.demand, self.slots):
+                expires_by = fairness.expiry_bound(now, self.settings.offer_ttl)
+                reasons.append(fairness.no_capacity_held(each.platform, each.demand, expires_by))
+            else:
+                reasons.extend(self._booked([each]))
+        return reasons
+
+    def _booked(self, runnable: list[_Runnable]) -> list[MessageItem]:
         return [
             msg.make(
                 msg.NO_CAPACITY,

@@ -94,6 +94,19 @@ def _operation(
 DIALECT: Final = {"$ref": "#/components/parameters/dialect"}
 
 
+#: ``Prefer`` on POST /requests: RFC 7240 preferences this broker honours.
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "`return=minimal`: answer 303 to the offer set instead of its body. "
+    "`offers=N` (1-32): make at most N offers, fewer than the broker's most "
+    "(`offers.max` in /capabilities). Both may be given, comma-separated.",
+    "schema": {"type": "string", "maxLength": 200},
+    "example": "offers=1",
+}
+
+
 def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
     return _operation(
         operation_id,
@@ -110,6 +123,7 @@ def _create_offerset(operation_id: str, summary: str) -> dict[str, Any]:
         },
         body="ExecutionRequest",
         answers_model=True,
+        parameters=[PREFER],
     )
 
 

@@ -71,7 +71,18 @@ UNREACHABLE_DATA: Final = (
 NO_CAPACITY: Final = (
     "error:no-capacity",
     "platform {platform} has no window of {duration} with {cores} cores and {memory} GiB "
-    "free starting between {start} and {end}",
+    "free starting between {start} and {end}: that capacity is booked",
+)
+NO_CAPACITY_HELD: Final = (
+    "error:no-capacity-held",
+    "platform {platform} has no window with {cores} cores and {memory} GiB free now: the "
+    "capacity is not booked but held by pending offers, which expire by {expires}",
+)
+HELD_CAP: Final = (
+    "error:held-cap",
+    "platform {platform}: your pending offers already hold {cores} cores and {memory} GiB of "
+    "the {cap_cores} cores and {cap_memory} GiB one owner may hold; they expire by {expires} "
+    "(accept or reject them to free them sooner)",
 )
 PLATFORM_REFUSES: Final = (
     "error:platform-refuses",

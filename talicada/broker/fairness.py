@@ -1,0 +1,139 @@
+"""Fair holds: one owner's pending offers hold no more than a cap, and a NO says why.
+
+Offers hold capacity until they expire (or are accepted or rejected), so
+without a bound one client could keep a whole platform held by offers it
+never takes. Here:
+
+- what an owner holds on a platform is, per offer set, its largest offer
+  there (siblings are alternatives: at most one is ever accepted), summed over
+  the owner's unexpired offer sets;
+- a request whose minimum no longer fits under the owner's cap gets NO
+  saying what the owner holds and when those offers expire; otherwise its
+  maximum is narrowed to what is left under the cap;
+- a request that finds no window learns whether the capacity is booked or
+  only held by pending offers, which expire by a stated instant.
+
+The cap is read before planning, not inside the hold script, so two requests
+of one owner racing on two replicas may together pass it by one offer set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from talicada.broker.calendar import Slots, Steps
+from talicada.broker.planner import Demand, plan, search_range
+from talicada.broker.store import Store
+from talicada.schema import messages as msg
+from talicada.schema.iso8601 import format_instant
+from talicada.schema.messages import MessageItem
+from talicada.settings import PlatformSettings
+
+#: Pages of an owner's pending offers read at most (500 each).
+_PAGES = 10
+
+
+def owner_cap(platform: PlatformSettings) -> tuple[int, int]:
+    """Most cores and GiB one owner's pending offers may hold on ``platform``.
+
+    Configured (``max_held_cores``, ``max_held_memory``), or half the
+    platform, but never less than one session's maximum, so the largest
+    session can always be offered.
+    """
+    cores = platform.max_held_cores or max(math.ceil(platform.cores / 2), platform.session_cores)
+    memory = platform.max_held_memory or max(
+        math.ceil(platform.memory / 2), platform.session_memory
+    )
+    return cores, memory
+
+
+async def held_by(store: Store, owner: str, now: datetime) -> dict[str, tuple[int, int, int]]:
+    """Per platform: cores and GiB ``owner``'s unexpired offers hold, and when the last expires.
+
+    Each offer set counts once per platform, with its largest offer there.
+    """
+    now_ms = int(now.timestamp() * 1000)
+    largest: dict[tuple[str, str], tuple[int, int, int]] = {}
+    cursor: str | None = None
+    for _ in range(_PAGES):
+        page, cursor = await store.list_sessions(
+            owner, phases=["OFFERED"], since=None, until=None, cursor=cursor, limit=500
+        )
+        for live in page:
+            record = live.record
+            if record.expires <= now_ms:
+                continue  # its expiry timer is due: it holds nothing a moment from now
+            key = (record.offerset, record.platform)
+            cores, memory, expires = largest.get(key, (0, 0, 0))
+            largest[key] = (
+                max(cores, record.booking.cores),
+                max(memory, record.booking.memory),
+                max(expires, record.expires),
+            )
+        if cursor is None:
+            break
+    held: dict[str, tuple[int, int, int]] = defaultdict(lambda: (0, 0, 0))
+    for (_, platform), (cores, memory, expires) in largest.items():
+        total_cores, total_memory, last = held[platform]
+        held[platform] = (total_cores + cores, total_memory + memory, max(last, expires))
+    return dict(held)
+
+
+def within_cap(
+    platform: PlatformSettings, demand: Demand, held: tuple[int, int, int]
+) -> tuple[Demand | None, MessageItem | None]:
+    """``demand`` narrowed to what the owner may still hold, or None and the NO reason."""
+    cap_cores, cap_memory = owner_cap(platform)
+    held_cores, held_memory, expires = held
+    room = (cap_cores - held_cores, cap_memory - held_memory)
+    if demand.cores[0] > room[0] or demand.memory[0] > room[1]:
+        last = datetime.fromtimestamp(expires / 1000).astimezone()
+        return None, msg.make(
+            msg.HELD_CAP,
+            platform=platform.name,
+            cores=held_cores,
+            memory=held_memory,
+            cap_cores=cap_cores,
+            cap_memory=cap_memory,
+            expires=format_instant(last),
+        )
+    narrowed = replace(
+        demand,
+        cores=(demand.cores[0], min(demand.cores[1], room[0])),
+        memory=(demand.memory[0], min(demand.memory[1], room[1])),
+    )
+    return narrowed, None
+
+
+async def held_not_booked(
+    store: Store, platform: PlatformSettings, demand: Demand, slots: Slots
+) -> bool:
+    """Whether ``demand`` would fit if pending offers held nothing (only bookings count)."""
+    first, last = search_range(demand, slots)
+    booked = Steps.empty()
+    for _, state, entry in await store.entries(platform.name):
+        if state == "B" and entry.first < last and entry.last > first:
+            booked.add(entry)
+    capacity = (platform.cores, platform.memory)
+    return bool(plan(demand, booked, capacity, slots, platform.name, 1))
+
+
+def no_capacity_held(
+    platform: PlatformSettings, demand: Demand, expires_by: datetime
+) -> MessageItem:
+    """The NO reason when only pending offers (not bookings) stand in the way."""
+    return msg.make(
+        msg.NO_CAPACITY_HELD,
+        platform=platform.name,
+        cores=demand.cores[0],
+        memory=demand.memory[0],
+        expires=format_instant(expires_by),
+    )
+
+
+def expiry_bound(now: datetime, offer_ttl: float) -> datetime:
+    """No offer held now outlives this instant (offers live ``offer_ttl`` seconds)."""
+    return now + timedelta(seconds=offer_ttl)
