@@ -374,7 +374,8 @@ async def test_offerset_is_readable_with_the_live_phase_of_each_offer(
     skaha_platform: PlatformSettings,
 ) -> None:
     """GET /offersets/{uuid} returns the offers POST /requests made, with live phases."""
-    client = await make_client(platforms=[skaha_platform])
+    # No timers: the accepted offer stays ACCEPTED (its 'start' timer would move it on).
+    client = await make_client(platforms=[skaha_platform], timers=False)
     response = await client.post("/requests", data=seed_text(), headers=YAML_HEADERS)
     made = yaml.safe_load(await response.text())
     status, doc = await get(client, f"/offersets/{made['uuid']}")
