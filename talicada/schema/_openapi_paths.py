@@ -102,7 +102,7 @@ PREFER = {
     "description": "`return=minimal`: answer 303 to the offer set instead of its body. "
     "`offers=N` (1-32): make at most N offers, fewer than the broker's most "
     "(`offers.max` in /capabilities). Both may be given, comma-separated.",
-    "schema": {"type": "string", "maxLength": 200},
+    "schema": {"type": "string"},
     "example": "offers=1",
 }
 
