@@ -100,11 +100,12 @@ async def broker_url(redis_url: str, tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def test_schemathesis_finds_no_server_error_and_no_contract_mismatch(
-    broker_url: str,
+    broker_url: str, tmp_path: Path
 ) -> None:
     command = schemathesis_command(broker_url, FUZZ_SECONDS, "examples,fuzzing,stateful")
+    # In a directory of its own: schemathesis keeps a cache where it runs.
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=FUZZ_SECONDS + 120)
     text = output.decode(errors="replace")
