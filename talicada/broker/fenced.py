@@ -6,6 +6,8 @@ once, naming the data item, instead of after it accepted an offer.
 
 from __future__ import annotations
 
+import asyncio
+
 from talicada.schema import messages as msg
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import SimpleDataResource
@@ -18,11 +20,15 @@ async def fenced_data(
     platform: PlatformSettings, fence: Fence, resolver: OfferTimeResolver, valid: ValidRequest
 ) -> list[MessageItem]:
     """A NO reason for each data item whose URL the fence of ``platform`` refuses."""
+    located = [
+        (index, item.location)
+        for index, item in enumerate(valid.request.data)
+        if isinstance(item, SimpleDataResource)
+    ]
+    # All at once: a request of many items on slow names costs one look-up's time.
+    refusals = await asyncio.gather(*(resolver.refusal(fence, url) for _, url in located))
     reasons: list[MessageItem] = []
-    for index, item in enumerate(valid.request.data):
-        if not isinstance(item, SimpleDataResource):
-            continue
-        reason = await resolver.refusal(fence, item.location)
+    for (index, _), reason in zip(located, refusals, strict=True):
         if reason is not None:
             reasons.append(
                 msg.make(
