@@ -14,7 +14,9 @@ never takes. Here:
   only held by pending offers, which expire by a stated instant.
 
 The cap is read before planning, not inside the hold script, so two requests
-of one owner racing on two replicas may together pass it by one offer set.
+of one owner racing on two replicas may together pass it by one offer set. It
+applies only when callers authenticate: with authentication off (embedded
+mode) everyone is the one owner ``anonymous``.
 """
 
 from __future__ import annotations

@@ -139,7 +139,10 @@ class Broker:
         """
         now = self.clock()
         limit = min(max_offers or self.settings.max_offers, self.settings.max_offers)
-        held = await fairness.held_by(self.store, owner, now)
+        # With authentication off every caller is one 'anonymous' owner (embedded
+        # mode, one person's machine): a cap among owners has no one to protect.
+        authenticated = bool(self.settings.auth_tokens_file or self.settings.oidc)
+        held = await fairness.held_by(self.store, owner, now) if authenticated else {}
         reasons: list[MessageItem] = []
         runnable: list[_Runnable] = []
         feasible = []
@@ -159,8 +162,10 @@ class Broker:
             if said.reasons or demand is None:
                 reasons.extend(said.reasons or [self._no_legal_size(platform, valid, said)])
                 continue
-            demand, over_cap = fairness.within_cap(
-                platform, demand, held.get(platform.name, (0, 0, 0))
+            demand, over_cap = (
+                fairness.within_cap(platform, demand, held.get(platform.name, (0, 0, 0)))
+                if authenticated
+                else (demand, None)
             )
             if demand is None:
                 assert over_cap is not None
