@@ -89,7 +89,7 @@ async def test_an_operator_sees_and_cancels_every_session_and_a_user_only_theirs
     alices, all_bobs = await offer(client, alice), await offer(client, bob)
 
     async def listed(token: str) -> set[str]:
-        page = await (await client.get("/sessions", headers=bearer(token))).json()
+        page = await (await client.get("/sessions?offers=true", headers=bearer(token))).json()
         return {session["meta"]["uuid"] for session in page["sessions"]}
 
     assert await listed(alice) == alices
