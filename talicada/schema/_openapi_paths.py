@@ -371,7 +371,8 @@ def paths() -> dict[str, Any]:
                         "`count` events, or lists the dead letters with `dead_letters=true`.",
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
                     },
-                    **_errors("400"),
+                    # 404 on a broker over Redis, where this path is absent.
+                    **_errors("400", "404"),
                 },
                 parameters=_event_parameters(),
             ),
