@@ -32,6 +32,9 @@ _ROOT = Path(__file__).resolve().parents[1]
 _CANDIDATES = [
     os.environ.get("TALICADA_REFERENCE_SCHEMA", ""),
     *(str(up / "shared/reference/execution-broker-schema") for up in _ROOT.parents),
+    # The workplace keeps the reference here; CI's clean clone may live elsewhere
+    # (the schema is someone else's work: read at test time, never copied in).
+    "/work/shared/reference/execution-broker-schema",
 ]
 
 #: Where each family of component lives in the reference, by the abstract schema
