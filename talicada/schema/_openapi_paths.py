@@ -94,6 +94,18 @@ def _operation(
 DIALECT: Final = {"$ref": "#/components/parameters/dialect"}
 
 
+#: One Server-Sent Event: its ``event`` name, ``id`` and JSON ``data`` as text.
+SSE_EVENT: Final = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["transition", "component"]},
+        "id": {"type": "string"},
+        "data": {"type": "string"},
+        "retry": {"type": "string"},
+    },
+}
+
+
 #: ``Prefer`` on POST /requests: RFC 7240 preferences this broker honours.
 PREFER = {
     "name": "Prefer",
@@ -326,7 +338,8 @@ def paths() -> dict[str, Any]:
                         "description": "An event stream: 'transition' events for the session, "
                         "'component' events for its components, each with JSON data "
                         "{from, to, cause, time[, component]}; it ends after the final phase.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        # Each event as its fields (what SSE-aware tools validate).
+                        "content": {"text/event-stream": {"schema": SSE_EVENT}},
                     },
                     **_errors("404"),
                 },
