@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-import socket
 import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator
@@ -27,6 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from talicada.broker.app import create_app, run_embedded_workers
 from talicada.settings import LOCAL, Settings, load
+from tests.reliability.support import OwnRedis, free_port
+
+__all__ = ["OwnRedis", "free_port"]  # shared with the crash scenarios, re-exported here
 
 TOKEN = "reliability-token-0123456789"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,14 +36,6 @@ Client = TestClient[web.Request, web.Application]
 
 #: A local platform with room for every scenario's sessions at once.
 ROOMY = msgspec.structs.replace(LOCAL, cores=256, memory=512)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def one_core(kind: str = "ping", **fields: Any) -> dict[str, Any]:
@@ -56,64 +50,6 @@ def one_core(kind: str = "ping", **fields: Any) -> dict[str, Any]:
         "compute": {"cores": {"min": 1, "max": 1}, "memory": {"min": 1, "max": 1}},
         "schedule": {"requested": {"duration": "PT10M", "start": f"{start}/PT40M"}},
     }
-
-
-@dataclass
-class OwnRedis:
-    """A redis-server of this test's own, with AOF on, that may be stopped and started."""
-
-    directory: Path
-    port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        """Start (or restart, reloading the AOF) and wait until it answers."""
-        log = (self.directory / "redis.log").open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            stdout=log,
-            stderr=log,
-        )
-        client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    if await client.ping():
-                        return
-                except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
-                    if time.monotonic() > deadline:
-                        raise
-                await asyncio.sleep(0.05)
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        """Stop it as an operator would (SIGTERM: the AOF is flushed)."""
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout=15)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
 
 
 @asynccontextmanager
