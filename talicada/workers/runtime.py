@@ -29,6 +29,7 @@ from talicada.schema.model import ComponentPhase
 from talicada.settings import PlatformSettings, Settings
 from talicada.workers.backends._shared import Ledger, MemoryLedger, ledger_for
 from talicada.workers.health import BackgroundFailures, keep_publishing, snapshot
+from talicada.workers.redact import Redactor
 
 log = structlog.get_logger("talicada.worker")
 
@@ -51,6 +52,7 @@ class Reporter:
         secret: bytes,
         client: aiohttp.ClientSession,
         stop: asyncio.Event | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.broker_url = broker_url.rstrip("/")
         self.secret = secret
@@ -58,13 +60,19 @@ class Reporter:
         #: Set when the worker stops: a report waiting for the broker gives up, so
         #: its event is retried by whoever consumes the stream next.
         self.stop = stop or asyncio.Event()
+        #: Rewrites what a client will read (no tracebacks, no work-dir paths);
+        #: None: nothing to hide (a worker with no local files).
+        self.redactor = redactor
 
     async def send(self, session: str, report: Report) -> None:
         """Deliver ``report``; CallbackFailed when the broker cannot take it now.
 
         404 (the session is gone) and 409 (the report no longer applies) are
         final answers: retrying would not change them, so they are logged.
+        Every report is redacted here, the one way out of the worker.
         """
+        if self.redactor is not None:
+            report = self.redactor.report(session, report)
         body = encoder.encode(report)
         url = f"{self.broker_url}/callbacks/{session}"
         for attempt in range(1, CALLBACK_ATTEMPTS + 1):
@@ -245,7 +253,10 @@ async def run_worker(
     """
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
         context = WorkerContext(
-            settings, Reporter(broker_url, secret, client, stop), set(), ledger_for(bus)
+            settings,
+            Reporter(broker_url, secret, client, stop, Redactor.for_work_dir(settings.work_dir)),
+            set(),
+            ledger_for(bus),
         )
         handler = factory(context)
         me = consumer_name(name)
