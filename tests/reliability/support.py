@@ -175,6 +175,9 @@ class Deployment:
             "TALICADA_LOG_FORMAT": "json",
             # Short, so a killed worker's events are taken over within seconds.
             "TALICADA_RECLAIM_IDLE": "2",
+            # The scenarios' data comes from their own file server on loopback, which
+            # the outbound fence refuses in production mode unless allowed.
+            "TALICADA_ALLOW_LOOPBACK_FETCH": "true",
             "TALICADA_RETRY_BASE": "0.2",
         }
 
