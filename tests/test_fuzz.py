@@ -29,7 +29,7 @@ from talicada.broker.app import create_app
 from talicada.broker.store.redis import RedisStore
 from talicada.settings import load
 
-FUZZ_SECONDS = int(os.environ.get("TALICADA_FUZZ_SECONDS", "60"))
+FUZZ_SECONDS = int(os.environ.get("TALICADA_FUZZ_SECONDS", "30"))
 TOKEN = "fuzz-token-0123456789abcdef"
 CHECKS = ",".join(
     [
