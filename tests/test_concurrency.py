@@ -12,23 +12,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from talicada.broker.app import create_app
 from talicada.broker.store import Store
-from talicada.broker.store.redis import RedisStore
 from talicada.schema.iso8601 import format_instant
-from talicada.settings import PlatformSettings, load
+from talicada.settings import PlatformSettings
 from tests.conftest import ClientFactory
+from tests.replicas import Client, replicas_of
 
 TINY = PlatformSettings(name="tiny", cores=4, memory=8)
 CLIENTS = 50
 ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
-
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest_asyncio.fixture
@@ -36,19 +30,8 @@ async def replicas(
     store: Store, make_client: ClientFactory, redis_url: str
 ) -> AsyncIterator[list[Client]]:
     """One broker, plus a second replica on its own connection when Redis is shared."""
-    first = await make_client(platforms=[TINY], timers=False)
-    if not isinstance(store, RedisStore):
-        yield [first]
-        return
-    other = await RedisStore.connect(redis_url, prefix=store.keys.prefix)
-    settings = msgspec.structs.replace(load(environ={}), platforms=[TINY])
-    second: Client = TestClient(TestServer(create_app(settings, store=other, timers=False)))
-    await second.start_server()
-    try:
-        yield [first, second]
-    finally:
-        await second.close()
-        await other.close()
+    async with replicas_of(TINY, store, make_client, redis_url) as clients:
+        yield clients
 
 
 def overlapping_request() -> dict[str, Any]:

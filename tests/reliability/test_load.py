@@ -28,7 +28,6 @@ import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from talicada import constants
 from talicada.broker.app import create_app, server_timeouts
@@ -50,6 +49,7 @@ from tests.reliability.load_support import (
     production_settings,
     unlink_prefix,
 )
+from tests.replicas import replicas_of
 
 CONCURRENT_REQUESTS = 100
 MIXED_CALLS = 500
@@ -60,19 +60,8 @@ async def replicas(
     store: Store, make_client: ClientFactory, redis_url: str
 ) -> AsyncIterator[list[Client]]:
     """One broker over memory; over Redis, two replicas on their own connections."""
-    first = await make_client(platforms=[ROOMY], timers=False)
-    if not isinstance(store, RedisStore):
-        yield [first]
-        return
-    other = await RedisStore.connect(redis_url, prefix=store.keys.prefix)
-    settings = msgspec.structs.replace(load(environ={}), platforms=[ROOMY])
-    second: Client = TestClient(TestServer(create_app(settings, store=other, timers=False)))
-    await second.start_server()
-    try:
-        yield [first, second]
-    finally:
-        await second.close()
-        await other.close()
+    async with replicas_of(ROOMY, store, make_client, redis_url) as clients:
+        yield clients
 
 
 async def test_a_hundred_concurrent_requests_for_free_capacity_all_get_offers(
