@@ -53,6 +53,10 @@ PLAN_DEADLINE = timedelta(seconds=10)
 BOOKING_POINTS = 128
 #: Most change points one read of a calendar returns (the store reads in pages).
 USAGE_PAGE = 512
+#: Change points the planner reads first; it reads on (four times as many each
+#: time) only while a window it considers reaches past them. A bit more than
+#: one booking may span, so a short request on a busy calendar needs one read.
+USAGE_HEAD = 2 * BOOKING_POINTS
 #: A history key nobody added a sample to for this long is dropped: its
 #: platform, image or source is presumably gone, and its samples too old to trust.
 HISTORY_RETENTION = timedelta(days=30)
@@ -142,6 +146,12 @@ class Keys:
     def owner_index(self, owner: str) -> str:
         """Sorted set of one owner's session uuids scored by creation time (ms)."""
         return f"{self.prefix}:owner:{{{owner}}}:sessions"
+
+    def owner_held(self, owner: str) -> str:
+        """Hash of what one owner's pending offer sets hold, per platform: fields
+        ``c:<platform>`` (cores), ``m:<platform>`` (GiB) and ``e:<platform>``
+        (latest expiry, ms). Kept by the hold, accept and finish scripts."""
+        return f"{self.prefix}:owner:{{{owner}}}:held"
 
     def calendar_points(self, platform: str) -> str:
         """Sorted set of change points ``slot|cores|memory`` scored by slot: from

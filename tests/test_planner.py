@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from talicada.broker.calendar import Entry, Slots, Steps
-from talicada.broker.planner import Demand, booking, plan, search_range
+from talicada.broker.planner import Demand, booking, plan, plan_reading, search_range
 
 SLOTS = Slots(60)
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -209,3 +210,58 @@ def test_offer_uuids_are_random_version_4_uuids() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == text
+
+
+def reader_over(usage: Steps, last: int, reads: list[int]) -> Any:
+    """A store's ``usage`` read over ``usage``; ``reads`` collects the points each read returned."""
+
+    async def read(start: int, most: int) -> Steps:
+        head = usage.window(start, last, most)
+        reads.append(len(head.points) - 1)
+        return head
+
+    return read
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    busy=st.lists(
+        st.tuples(st.integers(0, 400), st.integers(1, 60), st.integers(0, 8), st.integers(0, 16)),
+        max_size=300,
+    ),
+    low=st.integers(1, 4),
+    minutes=st.integers(1, 120),
+    limit=st.integers(1, 4),
+)
+def test_reading_the_calendar_a_head_at_a_time_finds_what_reading_it_whole_finds(
+    busy: list[tuple[int, int, int, int]], low: int, minutes: int, limit: int
+) -> None:
+    d = demand(cores=(low, low + 2), minutes=minutes, window=timedelta(hours=6))
+    usage = usage_for(d)
+    first_slot, last_slot = span(d)
+    for start, length, cores, memory in busy:
+        usage.add(Entry("p", first_slot + start, first_slot + start + length, cores, memory))
+    whole = plan(d, usage, (8, 16), SLOTS, "p", limit)
+    reads: list[int] = []
+    read = reader_over(usage, last_slot, reads)
+    assert asyncio.run(plan_reading(read, d, (8, 16), SLOTS, "p", limit)) == whole
+    assert sum(reads) <= len(usage.points)  # nothing is read twice
+
+
+def test_a_short_request_on_a_busy_calendar_reads_only_the_head_it_needs() -> None:
+    # Given 3,000 one-core bookings spread over the next day of a roomy platform
+    d = demand(cores=(1, 1), minutes=10, window=timedelta(hours=24))
+    usage = usage_for(d)
+    first_slot, last_slot = span(d)
+    for i in range(3000):
+        start = first_slot + (i * 7919) % 1440
+        usage.add(Entry("p", start, start + 5 + i % 50, 1, 1))
+    points = len(usage.window(first_slot, last_slot).points)
+    reads: list[int] = []
+    windows = asyncio.run(
+        plan_reading(reader_over(usage, last_slot, reads), d, (10_000, 10_000), SLOTS, "p", 4)
+    )
+    # Then it finds its four windows from a fraction of the calendar
+    assert len(windows) == 4
+    assert windows == plan(d, usage, (10_000, 10_000), SLOTS, "p", 4)
+    assert sum(reads) < points / 4, (reads, points)

@@ -164,14 +164,24 @@ class Steps:
         if (self.cores[index], self.memory[index]) == before:
             del self.points[index], self.cores[index], self.memory[index]
 
-    def window(self, first: int, last: int) -> Steps:
-        """The part over [first, last): the level at ``first`` and the points after it."""
+    def window(self, first: int, last: int, most: int | None = None) -> Steps:
+        """The part over [first, last): the level at ``first`` and the points after
+        it, at most ``most`` of them (the head of the window: see :func:`known_until`)."""
         view = Steps()
         for start, _, cores, memory in self.segments(first, last):
+            if most is not None and len(view.points) > most:
+                break
             view.points.append(start)
             view.cores.append(cores)
             view.memory.append(memory)
         return view
+
+    def extend(self, later: Steps) -> None:
+        """Append ``later``, read from this one's last point on (its first point repeats it)."""
+        skip = 1 if self.points and later.points and later.points[0] == self.points[-1] else 0
+        self.points += later.points[skip:]
+        self.cores += later.cores[skip:]
+        self.memory += later.memory[skip:]
 
     def per_slot(self, first: int, last: int) -> tuple[list[int], list[int]]:
         """Cores and memory slot by slot over [first, last) (for tests and tools only:
@@ -183,3 +193,12 @@ class Steps:
 
 #: What the stores return for a range of a calendar: the same step function.
 Usage = Steps
+
+
+def known_until(head: Steps, last: int, most: int) -> int:
+    """Up to which slot ``head``, read over [first, last) with at most ``most``
+    change points after ``first``, knows the levels: ``last`` when the read got
+    every point, else the last point read (where the next, unread, may follow)."""
+    if len(head.points) - 1 < most:
+        return last
+    return head.points[-1]

@@ -13,8 +13,10 @@ never takes. Here:
 - a request that finds no window learns whether the capacity is booked or
   only held by pending offers, which expire by a stated instant.
 
-The cap is read before planning, not inside the hold script, so two requests
-of one owner racing on two replicas may together pass it by one offer set. It
+The cap is read before planning, to narrow what is planned, and checked
+again where the offers are held (in the hold script, with the owner's running
+sums), so two requests of one owner racing on two replicas cannot together
+pass it: the later hold is refused and its request planned again. It
 applies only when callers authenticate: with authentication off (embedded
 mode) everyone is the one owner ``anonymous``.
 """
@@ -22,20 +24,17 @@ mode) everyone is the one owner ``anonymous``.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from talicada.broker.calendar import Slots, Steps
 from talicada.broker.planner import Demand, plan, search_range
-from talicada.broker.store import Store
+from talicada.broker.store import Held, Store
 from talicada.schema import messages as msg
 from talicada.schema.iso8601 import format_instant
 from talicada.schema.messages import MessageItem
 from talicada.settings import PlatformSettings
-
-#: Pages of an owner's pending offers read at most (500 each).
-_PAGES = 10
 
 
 def owner_cap(platform: PlatformSettings) -> tuple[int, int]:
@@ -52,36 +51,18 @@ def owner_cap(platform: PlatformSettings) -> tuple[int, int]:
     return cores, memory
 
 
-async def held_by(store: Store, owner: str, now: datetime) -> dict[str, tuple[int, int, int]]:
-    """Per platform: cores and GiB ``owner``'s unexpired offers hold, and when the last expires.
+async def held_by(store: Store, owner: str) -> Held:
+    """Per platform: cores and GiB ``owner``'s pending offer sets hold, and when
+    the last of them expires (epoch ms). Each offer set counts once per
+    platform, with its largest offer there; the store keeps the sums as offers
+    are held, accepted, rejected and expire, so this costs one read however
+    long the owner's history."""
+    return await store.held(owner)
 
-    Each offer set counts once per platform, with its largest offer there.
-    """
-    now_ms = int(now.timestamp() * 1000)
-    largest: dict[tuple[str, str], tuple[int, int, int]] = {}
-    cursor: str | None = None
-    for _ in range(_PAGES):
-        page, cursor = await store.list_sessions(
-            owner, phases=["OFFERED"], since=None, until=None, cursor=cursor, limit=500
-        )
-        for live in page:
-            record = live.record
-            if record.expires <= now_ms:
-                continue  # its expiry timer is due: it holds nothing a moment from now
-            key = (record.offerset, record.platform)
-            cores, memory, expires = largest.get(key, (0, 0, 0))
-            largest[key] = (
-                max(cores, record.booking.cores),
-                max(memory, record.booking.memory),
-                max(expires, record.expires),
-            )
-        if cursor is None:
-            break
-    held: dict[str, tuple[int, int, int]] = defaultdict(lambda: (0, 0, 0))
-    for (_, platform), (cores, memory, expires) in largest.items():
-        total_cores, total_memory, last = held[platform]
-        held[platform] = (total_cores + cores, total_memory + memory, max(last, expires))
-    return dict(held)
+
+def caps(platforms: Iterable[PlatformSettings]) -> dict[str, tuple[int, int]]:
+    """Each platform's cap on one owner's pending offers, as the store checks it."""
+    return {platform.name: owner_cap(platform) for platform in platforms}
 
 
 def within_cap(

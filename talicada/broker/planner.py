@@ -1,4 +1,5 @@
-"""The offer planner: free windows in a platform's calendar (docs/ARCHITECTURE.md §4.4). Pure code.
+"""The offer planner: free windows in a platform's calendar (docs/ARCHITECTURE.md §4.4). Pure
+code: no I/O of its own (:func:`plan_reading` is handed the store's read).
 
 Given what the request needs, what the platform can hold and what is already
 in use, find up to N windows, earliest first, each with at least the minimum
@@ -8,11 +9,13 @@ window and release), offering as much as is free up to the maximum.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
-from talicada.broker.calendar import Entry, Slots, Steps
-from talicada.constants import BOOKING_POINTS
+from talicada.broker.calendar import Entry, Slots, Steps, known_until
+from talicada.constants import BOOKING_POINTS, USAGE_HEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +60,71 @@ def plan(
     platform: str,
     limit: int,
 ) -> list[Window]:
+    """Up to ``limit`` windows for ``demand``, from a calendar read whole."""
+    return plan_known(demand, usage, capacity, slots, platform, limit, known_until=None)[0]
+
+
+async def plan_reading(
+    read: Callable[[int, int], Awaitable[Steps]],
+    demand: Demand,
+    capacity: tuple[int, int],
+    slots: Slots,
+    platform: str,
+    limit: int,
+) -> list[Window]:
+    """What :func:`plan` finds, reading only as much calendar as the windows need.
+
+    ``read(start, most)`` returns the calendar from slot ``start`` to the end
+    of the search range with at most ``most`` change points after ``start``
+    (a store's ``usage``). Reading costs change points, so rather than the
+    whole search range (every booking of the next day, on a busy platform)
+    this reads a head of it, plans, and reads on, each read four times the
+    last, only while a window reaches past what has been read.
+    """
+    first, last = search_range(demand, slots)
+    most = USAGE_HEAD
+    usage = await read(first, most)
+    known = known_until(usage, last, most)
+    while True:
+        windows, complete = plan_known(demand, usage, capacity, slots, platform, limit, known)
+        if complete or known >= last:
+            return windows
+        most *= 4
+        more = await read(known, most)
+        usage.extend(more)
+        known = known_until(more, last, most)
+
+
+def plan_known(
+    demand: Demand,
+    usage: Steps,
+    capacity: tuple[int, int],
+    slots: Slots,
+    platform: str,
+    limit: int,
+    known_until: int | None,
+) -> tuple[list[Window], bool]:
     """Up to ``limit`` windows for ``demand``; each later one starts after the last ends.
 
     Offers are spaced by the requested duration so they are real alternatives
     (now, or after that, …) rather than near-copies holding the same capacity.
     ``usage`` is not changed.
+
+    ``usage`` may be only the head of the calendar: levels are known for the
+    slots before ``known_until`` (None: the whole search range was read). The
+    windows returned are then the first ones the whole calendar would give,
+    and the flag says whether they are all of them; when it is False the
+    search stopped at a window reaching past what is known, and a longer read
+    must decide. So the planner reads as much calendar as its windows need,
+    not the whole start interval (``service._plan_platform``).
     """
     view = usage.copy()
     windows: list[Window] = []
     start = demand.earliest
     while len(windows) < limit and start <= demand.latest:
-        found = _first_fit(demand, view, capacity, start, slots)
+        found = _first_fit(demand, view, capacity, start, slots, known_until)
+        if found is _UNKNOWN:
+            return windows, False
         if found is None:
             break
         available, cores, memory = found
@@ -84,7 +141,7 @@ def plan(
             )
         )
         start = available + max(demand.duration, slots.length)
-    return windows
+    return windows, True
 
 
 def booking(
@@ -98,12 +155,17 @@ def booking(
     return slots.floor(available - preparation), slots.ceil(available + duration + release)
 
 
+#: What :func:`_first_fit` answers when the next candidate reaches past the calendar read.
+_UNKNOWN: Final = (datetime.min, 0, 0)
+
+
 def _first_fit(
     demand: Demand,
     usage: Steps,
     capacity: tuple[int, int],
     start: datetime,
     slots: Slots,
+    known_until: int | None = None,
 ) -> tuple[datetime, int, int] | None:
     """The earliest start from ``start`` whose booking fits, and the size that fits there.
 
@@ -117,11 +179,16 @@ def _first_fit(
     (holding it costs one store operation per point): a window spanning more
     is blocked up to the end of the stretch after which it would span few
     enough.
+
+    A candidate whose booking reaches ``known_until`` or beyond cannot be
+    decided from the part of the calendar read: the answer is ``_UNKNOWN``.
     """
     room = (capacity[0] - demand.cores[0], capacity[1] - demand.memory[0])
     candidate = start
     while candidate <= demand.latest:
         low, high = booking(candidate, demand.preparation, demand.duration, demand.release, slots)
+        if known_until is not None and high > known_until:
+            return _UNKNOWN
         blocked_until: int | None = None
         peak_cores = peak_memory = 0
         segments = list(usage.segments(low, high))

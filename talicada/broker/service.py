@@ -20,14 +20,14 @@ import structlog
 from talicada import constants
 from talicada.broker import engine, fairness, lifecycle, platforms, ttl, updates
 from talicada.broker.advice import NO_ADVICE, Advice, Advisor, legal_floor, legal_range
-from talicada.broker.calendar import Slots
+from talicada.broker.calendar import Slots, Steps
 from talicada.broker.driver import Driver
 from talicada.broker.engine import Change, Rebook
 from talicada.broker.estimates import Quote
 from talicada.broker.estimator import Estimator
 from talicada.broker.fenced import fenced_data
 from talicada.broker.offers import NewId, build_offer, new_uuid
-from talicada.broker.planner import Demand, Window, plan, search_range
+from talicada.broker.planner import Demand, Window, plan_reading, search_range
 from talicada.broker.quoting import quoted_offer
 from talicada.broker.records import (
     Booking,
@@ -122,6 +122,8 @@ class Broker:
         self.platforms = {platform.name: platform for platform in settings.platforms}
         #: Cores and GiB of each platform, as the store's hold checks them.
         self.capacities = {name: (p.cores, p.memory) for name, p in self.platforms.items()}
+        #: Cores and GiB one owner's pending offers may hold on each platform.
+        self.owner_caps = fairness.caps(settings.platforms)
         self.driver = Driver(store, clock, self.platforms, self.estimator.record)
         #: Serialises this replica's plan-and-hold steps (see :meth:`request`).
         self._planning = asyncio.Lock()
@@ -142,9 +144,8 @@ class Broker:
         # With authentication off every caller is one 'anonymous' owner (embedded
         # mode, one person's machine): a cap among owners has no one to protect.
         authenticated = bool(self.settings.auth_tokens_file or self.settings.oidc)
-        held = await fairness.held_by(self.store, owner, now) if authenticated else {}
         reasons: list[MessageItem] = []
-        runnable: list[_Runnable] = []
+        wanted: list[_Runnable] = []
         feasible = []
         for platform in self.settings.platforms:
             problems = platforms.feasibility(platform, valid) or await fenced_data(
@@ -162,20 +163,17 @@ class Broker:
             if said.reasons or demand is None:
                 reasons.extend(said.reasons or [self._no_legal_size(platform, valid, said)])
                 continue
-            demand, over_cap = (
-                fairness.within_cap(platform, demand, held.get(platform.name, (0, 0, 0)))
-                if authenticated
-                else (demand, None)
-            )
-            if demand is None:
-                assert over_cap is not None
-                reasons.append(over_cap)
-            else:
-                runnable.append(_Runnable(platform, demand, said, quote))
+            wanted.append(_Runnable(platform, demand, said, quote))
+        owner_caps = self.owner_caps if authenticated else None
         offerset_id = self.new_id()
         deadline = time.monotonic() + constants.PLAN_DEADLINE.total_seconds()
         attempt = 0
         while True:
+            # Within the owner's cap as it stands now (read again on each attempt:
+            # a hold refused for the cap means another request of the owner won).
+            runnable, over_cap = (
+                await self._within_caps(wanted, owner) if authenticated else (wanted, [])
+            )
             # Plan and hold under this replica's lock: its own requests never
             # race each other for the same free window (they would all read the
             # same calendar and all but one clash). Other replicas can still
@@ -183,7 +181,7 @@ class Broker:
             # written, and planning starts again from the new state.
             async with self._planning:
                 view = await self._plan_and_hold(
-                    valid, runnable, reasons, offerset_id, owner, now, limit
+                    valid, runnable, reasons + over_cap, offerset_id, owner, now, limit, owner_caps
                 )
             if view is not None:
                 return view
@@ -204,6 +202,24 @@ class Broker:
             retry_after=1,
         )
 
+    async def _within_caps(
+        self, wanted: list[_Runnable], owner: str
+    ) -> tuple[list[_Runnable], list[MessageItem]]:
+        """``wanted`` narrowed to what ``owner`` may still hold, and the NO reasons
+        of the platforms where its pending offers leave no room at all."""
+        held = await fairness.held_by(self.store, owner)
+        runnable: list[_Runnable] = []
+        over: list[MessageItem] = []
+        for each in wanted:
+            room = held.get(each.platform.name, (0, 0, 0))
+            demand, reason = fairness.within_cap(each.platform, each.demand, room)
+            if demand is None:
+                assert reason is not None
+                over.append(reason)
+            else:
+                runnable.append(replace(each, demand=demand))
+        return runnable, over
+
     async def _plan_and_hold(
         self,
         valid: ValidRequest,
@@ -213,8 +229,10 @@ class Broker:
         owner: str,
         now: datetime,
         limit: int,
+        owner_caps: dict[str, tuple[int, int]] | None,
     ) -> OfferSetView | None:
-        """Plan offers from the calendar as it is and hold them; None if they clashed."""
+        """Plan offers from the calendar as it is and hold them; None if they clashed
+        (with other holds, or with the owner's cap)."""
         expires = now + timedelta(seconds=self.settings.offer_ttl)
         name = valid.request.meta.name if valid.request.meta else None
         candidates = await self._plan(runnable, limit)
@@ -242,7 +260,9 @@ class Broker:
         first = Transition(
             time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
         )
-        clash = await self.store.hold(record, offers, self._capacities(), [first] * len(offers))
+        clash = await self.store.hold(
+            record, offers, self._capacities(), [first] * len(offers), owner_caps
+        )
         if clash is not None:
             log.info("offer.contended", offerset=offerset_id, index=clash)
             return None
@@ -331,16 +351,16 @@ class Broker:
         return candidates[:limit]
 
     async def _plan_platform(self, runnable: _Runnable, limit: int) -> list[_Candidate]:
-        """Windows on one platform, from one read of its calendar.
-
-        The calendar is a step function, so reading the whole search range
-        costs the bookings in it, however many days it spans.
-        """
+        """Windows on one platform, from as much of its calendar as they need
+        (:func:`~talicada.broker.planner.plan_reading`)."""
         platform, demand, advice = runnable.platform, runnable.demand, runnable.advice
-        first, last = search_range(demand, self.slots)
-        usage = await self.store.usage(platform.name, first, last)
+        _, last = search_range(demand, self.slots)
+
+        async def read(start: int, most: int) -> Steps:
+            return await self.store.usage(platform.name, start, last, most)
+
         capacity = (platform.cores, platform.memory)
-        windows = plan(demand, usage, capacity, self.slots, platform.name, limit)
+        windows = await plan_reading(read, demand, capacity, self.slots, platform.name, limit)
         # Offer only sizes the platform's service accepts: round down to a legal
         # one (never below the minimum: the demand starts at a legal one).
         windows = [

@@ -31,6 +31,27 @@ from talicada.schema.model import SessionPhase
 #: principal may be called this.
 EVERYONE = "*"
 
+#: What :meth:`Store.hold` answers when the owner's pending offers would hold
+#: more than its cap (``owner_caps``): nothing was saved.
+OVER_CAP = -1
+
+#: Per platform: cores and GiB an owner's pending offer sets hold there, and
+#: the latest expiry among them (epoch ms).
+Held = dict[str, tuple[int, int, int]]
+
+
+def held_shares(offers: Sequence[SessionRecord]) -> dict[str, tuple[int, int]]:
+    """What one offer set holds toward its owner's cap, per platform: its
+    largest offer there (siblings are alternatives: at most one is accepted)."""
+    shares: dict[str, tuple[int, int]] = {}
+    for offer in offers:
+        cores, memory = shares.get(offer.platform, (0, 0))
+        shares[offer.platform] = (
+            max(cores, offer.booking.cores),
+            max(memory, offer.booking.memory),
+        )
+    return shares
+
 
 class Store(Protocol):
     """What the broker needs from its state store."""
@@ -38,8 +59,10 @@ class Store(Protocol):
     #: The event bus the store's changes publish to (the outbox's other end).
     bus: Bus
 
-    async def usage(self, platform: str, first: int, last: int) -> Usage:
-        """Cores and memory in use on ``platform`` per slot over [first, last)."""
+    async def usage(self, platform: str, first: int, last: int, most: int | None = None) -> Usage:
+        """Cores and memory in use on ``platform`` over [first, last): the level at
+        ``first`` and the change points after it, no more than ``most`` of them
+        when given (``calendar.known_until`` says how far such a head reaches)."""
 
     async def hold(
         self,
@@ -47,13 +70,22 @@ class Store(Protocol):
         offers: Sequence[SessionRecord],
         capacity: Mapping[str, tuple[int, int]],
         history: Sequence[Transition],
+        owner_caps: Mapping[str, tuple[int, int]] | None = None,
     ) -> int | None:
         """Save an offer set and hold each offer's capacity, all or nothing.
 
-        Returns None when saved, or the index of the first offer that no longer
-        fits (someone else took the capacity since the planner looked); then
-        nothing is saved. ``history[i]`` is the first transition of offer i.
+        Returns None when saved, the index of the first offer that no longer
+        fits (someone else took the capacity since the planner looked), or
+        :data:`OVER_CAP` when, with ``owner_caps`` (cores and GiB per
+        platform), the owner's pending offer sets and this one would hold more
+        than that; then nothing is saved. ``history[i]`` is the first
+        transition of offer i. The set's share (:func:`held_shares`) counts
+        toward :meth:`held` until it stops pending.
         """
+
+    async def held(self, owner: str) -> Held:
+        """What ``owner``'s pending offer sets hold, per platform (only those
+        holding something); a read of running sums, whatever the owner's history."""
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         """The stored offer set, or None."""

@@ -25,7 +25,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
-from talicada.broker.store import EVERYONE
+from talicada.broker.store import EVERYONE, OVER_CAP, Held, held_shares
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import Event
@@ -122,9 +122,13 @@ class MemoryStore:
         self._now = int(time.time() * 1000)
         # owner → sorted [(created, uuid)] so listing is a bisect, not a scan.
         self._owned: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+        # owner → platform → [cores, GiB, latest expiry] its pending offer sets hold;
+        # offer set → (owner, its share per platform, offers still OFFERED).
+        self._held: defaultdict[str, dict[str, list[int]]] = defaultdict(dict)
+        self._shares: dict[str, tuple[str, dict[str, tuple[int, int]], int]] = {}
 
-    async def usage(self, platform: str, first: int, last: int) -> Usage:
-        return self._calendars[platform].steps.window(first, last)
+    async def usage(self, platform: str, first: int, last: int, most: int | None = None) -> Usage:
+        return self._calendars[platform].steps.window(first, last, most)
 
     async def hold(
         self,
@@ -132,7 +136,17 @@ class MemoryStore:
         offers: Sequence[SessionRecord],
         capacity: Mapping[str, tuple[int, int]],
         history: Sequence[Transition],
+        owner_caps: Mapping[str, tuple[int, int]] | None = None,
     ) -> int | None:
+        shares = held_shares(offers)
+        owner_held = self._held[offerset.owner]
+        for platform, (cores, memory) in shares.items():
+            cap_cores, cap_memory = (owner_caps or {}).get(platform, (0, 0))
+            held_cores, held_memory, _ = owner_held.get(platform, (0, 0, 0))
+            if (cap_cores and held_cores + cores > cap_cores) or (
+                cap_memory and held_memory + memory > cap_memory
+            ):
+                return OVER_CAP
         # Hold one offer after the other (offers of one set may overlap each
         # other); when one no longer fits, take back those already held.
         for index, offer in enumerate(offers):
@@ -151,8 +165,44 @@ class MemoryStore:
             bisect.insort(self._owned[offer.owner], (offer.created, offer.uuid))
             bisect.insort(self._owned[EVERYONE], (offer.created, offer.uuid))
             self._outbox.append((LIFECYCLE, lifecycle_event(offer.uuid, first)))
+        if offers:
+            for platform, (cores, memory) in shares.items():
+                sums = owner_held.setdefault(platform, [0, 0, 0])
+                sums[0] += cores
+                sums[1] += memory
+                sums[2] = max(sums[2], offerset.expires)
+            self._shares[offerset.uuid] = (offerset.owner, shares, len(offers))
         await self._flush()
         return None
+
+    async def held(self, owner: str) -> Held:
+        return {
+            platform: (sums[0], sums[1], sums[2])
+            for platform, sums in self._held.get(owner, {}).items()
+            if sums[0] > 0
+        }
+
+    def _release_share(self, offerset: str, *, whole: bool) -> None:
+        """One offer of ``offerset`` stopped pending (or, ``whole``, all did):
+        once none pends, take the set's share off its owner's held sums."""
+        found = self._shares.get(offerset)
+        if found is None:
+            return
+        owner, shares, pending = found
+        pending = 0 if whole else pending - 1
+        if pending > 0:
+            self._shares[offerset] = (owner, shares, pending)
+            return
+        del self._shares[offerset]
+        held = self._held[owner]
+        for platform, (cores, memory) in shares.items():
+            sums = held[platform]
+            sums[0] -= cores
+            sums[1] -= memory
+            if sums[0] <= 0:
+                del held[platform]
+        if not held:
+            del self._held[owner]
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         return self._offersets.get(uuid)
@@ -183,6 +233,7 @@ class MemoryStore:
         self._set_timer(constants.timer("start", uuid), now)
         calendar = self._calendars[offer.platform]
         calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
+        self._release_share(offer.offerset, whole=True)
         offerset = self._offersets.get(offer.offerset)
         for sibling in offerset.offers if offerset else []:
             if sibling != uuid and self._phases.get(sibling) == "OFFERED":
@@ -229,6 +280,8 @@ class MemoryStore:
             await self.bus.publish(role, event)
 
     def _release(self, uuid: str, record: Transition) -> None:
+        if self._phases[uuid] == "OFFERED":
+            self._release_share(self._sessions[uuid].offerset, whole=False)
         self._set(uuid, record)
         self._timers.pop(constants.timer("expire", uuid), None)
         self._calendars[self._sessions[uuid].platform].free(uuid)

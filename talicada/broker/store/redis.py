@@ -32,7 +32,7 @@ from talicada.broker.records import (
     SessionRecord,
     Transition,
 )
-from talicada.broker.store import EVERYONE
+from talicada.broker.store import EVERYONE, OVER_CAP, Held, held_shares
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
 from talicada.events.envelope import encode as encode_event
@@ -120,11 +120,11 @@ class RedisStore:
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         return await script(keys=keys, args=args)
 
-    async def usage(self, platform: str, first: int, last: int) -> Usage:
+    async def usage(self, platform: str, first: int, last: int, most: int | None = None) -> Usage:
         # In pages of USAGE_PAGE points, each page one short script; a page
         # starts at the last point of the one before (its level is that point's).
         key = [self.keys.calendar_points(platform)]
-        page = constants.USAGE_PAGE
+        page = constants.USAGE_PAGE if most is None else min(most, constants.USAGE_PAGE)
         slots: list[int] = []
         cores: list[int] = []
         memory: list[int] = []
@@ -137,7 +137,7 @@ class RedisStore:
             slots += numbers[skip::3]
             cores += numbers[skip + 1 :: 3]
             memory += numbers[skip + 2 :: 3]
-            if len(numbers) // 3 - 1 < page:
+            if len(numbers) // 3 - 1 < page or (most is not None and len(slots) > most):
                 return Usage(slots, cores, memory)
             start = numbers[-3]
 
@@ -164,6 +164,7 @@ class RedisStore:
         offers: Sequence[SessionRecord],
         capacity: Mapping[str, tuple[int, int]],
         history: Sequence[Transition],
+        owner_caps: Mapping[str, tuple[int, int]] | None = None,
     ) -> int | None:
         platforms = list(dict.fromkeys(offer.platform for offer in offers))
         keys = [self.keys.offerset(offerset.uuid), self.keys.timers()]
@@ -196,19 +197,31 @@ class RedisStore:
             ]
         for platform in platforms:
             keys += [self.keys.calendar_points(platform), self.keys.calendar_entries(platform)]
-        keys.append(self.keys.stream(LIFECYCLE))
+        keys += [
+            self.keys.stream(LIFECYCLE),
+            self.keys.owner_held(offerset.owner),
+            self.keys.owner_index(EVERYONE),
+        ]
         for platform in platforms:
             args += list(capacity[platform])
-        args += [self.maxlen, constants.STREAM_FIELD]
+        args += [self.maxlen, constants.STREAM_FIELD, offerset.expires]
+        shares = held_shares(offers)
+        for platform in platforms:
+            cap = (owner_caps or {}).get(platform, (0, 0))
+            args += [platform, *shares[platform], *cap]
         clash = int(await self._run(self._hold, keys, args))
-        if clash == 0 and offers:
-            # The operators' index of every session. Only a listing aid, so it is
-            # written after the script: a crash in between leaves a session unlisted
-            # there, never a wrong state.
-            # Like the owners' indexes it is not pruned by age; listing drops the gone.
-            everyone = self.keys.owner_index(EVERYONE)
-            await self.client.zadd(everyone, {offer.uuid: offer.created for offer in offers})
+        if clash < 0:
+            return OVER_CAP
         return None if clash == 0 else clash - 1
+
+    async def held(self, owner: str) -> Held:
+        sums = await self.client.hgetall(self.keys.owner_held(owner))
+        fields = {_text(name): int(value) for name, value in sums.items()}
+        return {
+            name[2:]: (value, fields.get(f"m:{name[2:]}", 0), fields.get(f"e:{name[2:]}", 0))
+            for name, value in fields.items()
+            if name.startswith("c:") and value > 0
+        }
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         doc = await self.client.hget(self.keys.offerset(uuid), "doc")
@@ -283,6 +296,7 @@ class RedisStore:
                 encode_event(lifecycle_event(sibling, rejected)),
                 constants.timer("expire", sibling),
             ]
+        keys.append(self.keys.owner_held(offer.owner))
         return _outcome(await self._run(self._accept, keys, args))
 
     async def finish(
@@ -303,6 +317,8 @@ class RedisStore:
             self.keys.calendar_points(offer.platform),
             self.keys.calendar_entries(offer.platform),
             self.keys.stream(LIFECYCLE),
+            self.keys.offerset(offer.offerset),
+            self.keys.owner_held(offer.owner),
         ]
         args = [
             uuid,

@@ -4,7 +4,8 @@
 -- takes it from there, and the timer survives a broker dying right here.
 --
 -- KEYS: session, history, offerset, timers, points, entries, lifecycle stream,
---       then per sibling (session, history, points, entries).
+--       then per sibling (session, history, points, entries), then the owner's
+--       held sums (the set stops pending: its share is released).
 -- ARGV: uuid, now ms, accept record, reject record, retention ms, stream maxlen,
 --       stream field, accept event, expiry timer name, start timer name, then per
 --       sibling (uuid, reject event, expiry timer name).
@@ -27,6 +28,7 @@ redis.call('ZADD', KEYS[4], now, ARGV[10])
 local entry = redis.call('HGET', KEYS[6], uuid)
 if entry then redis.call('HSET', KEYS[6], uuid, 'B' .. string.sub(entry, 2)) end
 announce(KEYS[7], maxlen, field, ARGV[8])
+release_held(KEYS[3], KEYS[#KEYS])
 
 local sibling = 0
 for j = 11, #ARGV, 3 do

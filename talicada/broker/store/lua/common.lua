@@ -97,6 +97,22 @@ local function free_entry(points, entries, uuid)
   redis.call('HDEL', entries, uuid)
 end
 
+-- An offer set's share of its owner's held capacity, 'platform|cores|memory;...'
+-- (its largest offer per platform: siblings are alternatives), is kept in the
+-- offer set's 'held' field from hold to the moment the set stops pending: an
+-- offer accepted, or its last OFFERED offer rejected or expired. Releasing
+-- takes the share off the owner's sums once (the field is dropped with it).
+local function release_held(offerset, held)
+  local share = redis.call('HGET', offerset, 'held')
+  if not share then return end
+  for platform, cores, memory in string.gmatch(share, '([^|;]+)|(%d+)|(%d+)') do
+    local left = redis.call('HINCRBY', held, 'c:' .. platform, -tonumber(cores))
+    redis.call('HINCRBY', held, 'm:' .. platform, -tonumber(memory))
+    if left <= 0 then redis.call('HDEL', held, 'c:' .. platform, 'm:' .. platform, 'e:' .. platform) end
+  end
+  redis.call('HDEL', offerset, 'held')
+end
+
 -- Tell observers about a transition: append to the lifecycle stream.
 local function announce(stream, maxlen, field, payload)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', field, payload)

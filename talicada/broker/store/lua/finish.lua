@@ -1,7 +1,8 @@
 -- Move a session to a final phase (REJECTED, EXPIRED) when its phase is one
 -- of the allowed sources; free its capacity and tell observers.
 --
--- KEYS: session, history, timers, points, entries, lifecycle stream.
+-- KEYS: session, history, timers, points, entries, lifecycle stream, offer set,
+--       the owner's held sums (an offer leaving OFFERED may end its set's share).
 -- ARGV: uuid, allowed source phases (space separated), target, record,
 --       due ms ('' = any time), retention ms, stream maxlen, stream field, event,
 --       expiry timer name.
@@ -16,5 +17,9 @@ if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires')) > tonumber
 end
 finish_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[3], ARGV[4],
   tonumber(ARGV[6]), ARGV[10])
+if phase == 'OFFERED' and redis.call('EXISTS', KEYS[7]) == 1
+    and redis.call('HINCRBY', KEYS[7], 'open', -1) <= 0 then
+  release_held(KEYS[7], KEYS[8])
+end
 announce(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
 return {'ok', ARGV[3]}

@@ -1,14 +1,18 @@
 -- Save an offer set and hold every offer's capacity, all or nothing.
 --
 -- KEYS: offerset, timers, then per offer (session, history, owner index),
---       then per platform (calendar points, entries), then the lifecycle stream.
+--       then per platform (calendar points, entries), then the lifecycle stream,
+--       the owner's held sums and the index of everyone's sessions.
 -- ARGV: offerset doc, offer count, platform count, retention ms,
 --       then per offer (uuid, doc, platform number, first slot, last slot,
 --       cores, memory, expires ms, created ms, first history record,
 --       lifecycle event, expiry timer name), then per platform (capacity cores, capacity memory),
---       then stream maxlen and stream field.
--- Returns 0 when saved (or saved before), or the number (1-based) of the first
--- offer that no longer fits, in which case nothing was written.
+--       then stream maxlen and stream field, the offers' expiry ms, then per
+--       platform (name, the set's share in cores and GiB, the owner's cap in
+--       cores and GiB, 0 = none).
+-- Returns 0 when saved (or saved before), the number (1-based) of the first
+-- offer that no longer fits, or -(platform number) when the owner's pending
+-- offers would hold more than its cap there; in either case nothing was written.
 local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Saved already: this is a retry of a call whose reply was lost (a dropped
 -- connection). Holding again would count the capacity twice.
@@ -16,6 +20,27 @@ if redis.call('HEXISTS', KEYS[1], 'doc') == 1 then return 0 end
 local FIELDS = 12
 local platform_keys = 2 + offers * 3
 local capacity_args = 4 + offers * FIELDS
+local stream_key = platform_keys + platforms * 2 + 1
+local held_key, everyone = KEYS[stream_key + 1], KEYS[stream_key + 2]
+local maxlen, field = ARGV[capacity_args + platforms * 2 + 1], ARGV[capacity_args + platforms * 2 + 2]
+local share_args = capacity_args + platforms * 2 + 3
+local expires = ARGV[share_args]
+
+local function share_args_of(p)
+  local a = share_args + (p - 1) * 5
+  return ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+    tonumber(ARGV[a + 5])
+end
+
+-- The owner's cap first (cheap): its pending offer sets plus this one.
+for p = 1, platforms do
+  local name, cores, memory, cap_cores, cap_memory = share_args_of(p)
+  local held = redis.call('HMGET', held_key, 'c:' .. name, 'm:' .. name)
+  if (cap_cores > 0 and tonumber(held[1] or '0') + cores > cap_cores)
+      or (cap_memory > 0 and tonumber(held[2] or '0') + memory > cap_memory) then
+    return -p
+  end
+end
 
 local function offer_args(i)
   local a = 4 + (i - 1) * FIELDS
@@ -55,8 +80,19 @@ for i = 1, offers do
   -- Never pruned here by age: a session booked far ahead lives long after it
   -- was created. Entries whose session has expired are dropped when listed.
   redis.call('ZADD', KEYS[k + 3], created, uuid)
-  announce(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV], event)
+  -- The operators' index of every session (a listing aid; pruned when listed).
+  redis.call('ZADD', everyone, created, uuid)
+  announce(KEYS[stream_key], maxlen, field, event)
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1])
+local shares = {}
+for p = 1, platforms do
+  local name, cores, memory = share_args_of(p)
+  redis.call('HINCRBY', held_key, 'c:' .. name, cores)
+  redis.call('HINCRBY', held_key, 'm:' .. name, memory)
+  local latest = tonumber(redis.call('HGET', held_key, 'e:' .. name) or '0')
+  if tonumber(expires) > latest then redis.call('HSET', held_key, 'e:' .. name, expires) end
+  shares[#shares + 1] = name .. '|' .. cores .. '|' .. memory
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'held', table.concat(shares, ';'), 'open', offers)
 redis.call('PEXPIRE', KEYS[1], retention)
 return 0
