@@ -462,12 +462,15 @@ class RedisStore:
         return found, Cursor(*last).encode() if more and last is not None else None
 
     async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
-        raw = await self.client.hgetall(self.keys.calendar_entries(platform))
-        result = []
-        for uuid, text in cast(dict[bytes, bytes], raw).items():
-            state, entry = Entry.decode(platform, _text(text))
-            result.append((_text(uuid), state, entry))
-        return result
+        # HSCAN, not HGETALL: a busy platform has tens of thousands of entries,
+        # and one command returning them all would hold up every other client.
+        # (HSCAN may return a field twice while the hash grows: keyed by uuid.)
+        found: dict[str, str] = {}
+        async for uuid, text in self.client.hscan_iter(
+            self.keys.calendar_entries(platform), count=constants.USAGE_PAGE
+        ):
+            found[_text(uuid)] = _text(text)
+        return [(uuid, *Entry.decode(platform, text)) for uuid, text in found.items()]
 
     async def ping(self) -> bool:
         try:
