@@ -530,3 +530,37 @@ async def test_a_finished_sessions_history_is_kept_whole_and_compact(store: Stor
         assert (await store.history(uuid))[-1] == late
         assert await store.compact_history(uuid)
         assert await store.history(uuid) == [*ended, late]
+
+
+async def test_a_finished_sessions_record_reads_back_whole_and_is_kept_compressed(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"
+    running = await store.load(uuid)
+    assert running is not None
+    # When the session ends through commit
+    await broker.update_phase(uuid, "alice", "CANCELLED", "client")
+    # Then every read gives the whole record
+    ended = await store.load(uuid)
+    assert ended is not None
+    assert ended[0].phase == "CANCELLED"
+    assert ended[0].record.uuid == uuid
+    assert ended[0].record.session.executable == running[0].record.session.executable
+    (listed,) = await store.sessions([uuid])
+    assert listed is not None
+    assert listed.record == ended[0].record
+    page, _ = await store.list_sessions(
+        "alice", phases=["CANCELLED"], since=None, until=None, cursor=None, limit=10
+    )
+    assert [live.record for live in page] == [ended[0].record]
+    if isinstance(store, RedisStore):
+        # …kept zlib-compressed in Redis once final (a live one stays plain msgpack)
+        doc = await store.client.hget(store.keys.session(uuid), "doc")
+        assert isinstance(doc, bytes)
+        assert doc[:1] == b"x"
+        assert len(doc) < len(msgspec.msgpack.encode(ended[0].record))
