@@ -43,6 +43,15 @@ def span(d: Demand) -> tuple[int, int]:
     return search_range(d, SLOTS)
 
 
+def busy_usage(d: Demand, busy: list[tuple[int, int, int, int]]) -> Steps:
+    """A calendar for ``d`` with (start, length, cores, memory) bookings from its first slot."""
+    usage = usage_for(d)
+    first_slot, _ = span(d)
+    for start, length, cores, memory in busy:
+        usage.add(Entry("p", first_slot + start, first_slot + start + length, cores, memory))
+    return usage
+
+
 def test_an_empty_calendar_offers_the_maximum_at_the_earliest_start() -> None:
     d = demand()
     windows = plan(d, usage_for(d), (8, 16), SLOTS, "p", 4)
@@ -174,10 +183,7 @@ def test_the_planner_finds_what_a_brute_force_search_finds(
     busy: list[tuple[int, int, int, int]], low: int, extra: int, minutes: int
 ) -> None:
     d = demand(cores=(low, low + extra), minutes=minutes)
-    usage = usage_for(d)
-    first_slot, _ = span(d)
-    for start, length, cores, memory in busy:
-        usage.add(Entry("p", first_slot + start, first_slot + start + length, cores, memory))
+    usage = busy_usage(d, busy)
     windows = plan(d, usage, (8, 16), SLOTS, "p", 4)
     expected = brute_force_plan(d, usage, (8, 16), 4)
     got = [
@@ -237,10 +243,8 @@ def test_reading_the_calendar_a_head_at_a_time_finds_what_reading_it_whole_finds
     busy: list[tuple[int, int, int, int]], low: int, minutes: int, limit: int
 ) -> None:
     d = demand(cores=(low, low + 2), minutes=minutes, window=timedelta(hours=6))
-    usage = usage_for(d)
-    first_slot, last_slot = span(d)
-    for start, length, cores, memory in busy:
-        usage.add(Entry("p", first_slot + start, first_slot + start + length, cores, memory))
+    usage = busy_usage(d, busy)
+    _, last_slot = span(d)
     whole = plan(d, usage, (8, 16), SLOTS, "p", limit)
     reads: list[int] = []
     read = reader_over(usage, last_slot, reads)

@@ -65,6 +65,16 @@ def valid(doc: dict[str, object], clock: FakeClock) -> ValidRequest:
     return parse_request(doc, now=clock.now)
 
 
+async def started_session(store: Store, clock: FakeClock) -> tuple[Broker, str]:
+    """A broker over ``store`` and one of alice's sessions, accepted and started."""
+    broker = broker_on(store, clock, max_offers=1)
+    view = await broker.request(valid(ping(), clock), "alice")
+    uuid = view.record.offers[0]
+    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
+    assert await broker.driver.start(uuid) == "ok"
+    return broker, uuid
+
+
 async def test_offers_hold_their_capacity_in_the_calendar(store: Store) -> None:
     clock = FakeClock()
     broker = broker_on(store, clock)
@@ -385,11 +395,7 @@ async def test_a_release_that_never_finishes_ends_the_session_at_its_deadline(
     store: Store,
 ) -> None:
     clock = FakeClock()
-    broker = broker_on(store, clock, max_offers=1)
-    view = await broker.request(valid(ping(), clock), "alice")
-    uuid = view.record.offers[0]
-    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
-    assert await broker.driver.start(uuid) == "ok"
+    broker, uuid = await started_session(store, clock)
     live = await broker.session(uuid, "alice")
     executable = live.record.session.executable.meta
     assert executable is not None
@@ -469,11 +475,7 @@ async def test_a_report_dated_by_its_service_dates_the_transitions_it_causes(
     store: Store,
 ) -> None:
     clock = FakeClock()
-    broker = broker_on(store, clock, max_offers=1)
-    view = await broker.request(valid(ping(), clock), "alice")
-    uuid = view.record.offers[0]
-    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
-    assert await broker.driver.start(uuid) == "ok"
+    broker, uuid = await started_session(store, clock)
     executable = (await broker.session(uuid, "alice")).record.session.executable.meta
     assert executable is not None
     assert executable.uuid is not None
@@ -506,11 +508,7 @@ async def test_a_report_dated_by_its_service_dates_the_transitions_it_causes(
 
 async def test_a_finished_sessions_history_is_kept_whole_and_compact(store: Store) -> None:
     clock = FakeClock()
-    broker = broker_on(store, clock, max_offers=1)
-    view = await broker.request(valid(ping(), clock), "alice")
-    uuid = view.record.offers[0]
-    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
-    assert await broker.driver.start(uuid) == "ok"
+    broker, uuid = await started_session(store, clock)
     running = await store.history(uuid)
     # When the session ends (cancelled: a final phase reached through commit)
     await broker.update_phase(uuid, "alice", "CANCELLED", "client")
@@ -536,11 +534,7 @@ async def test_a_finished_sessions_record_reads_back_whole_and_is_kept_compresse
     store: Store,
 ) -> None:
     clock = FakeClock()
-    broker = broker_on(store, clock, max_offers=1)
-    view = await broker.request(valid(ping(), clock), "alice")
-    uuid = view.record.offers[0]
-    await broker.update_phase(uuid, "alice", "ACCEPTED", "client")
-    assert await broker.driver.start(uuid) == "ok"
+    broker, uuid = await started_session(store, clock)
     running = await store.load(uuid)
     assert running is not None
     # When the session ends through commit
