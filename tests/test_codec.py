@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from talicada.schema import codec
+from talicada.schema._xml_names import item_name
 from talicada.schema.codec import (
     CodecError,
     Limits,
@@ -645,6 +646,68 @@ def test_xml_mapping_convention() -> None:
         "nested": [["1"], {"k": "v"}, None],
         "obj": {"kind": "k", "n": "1"},
     }
+
+
+def test_xml_lists_are_read_from_members_named_for_one_of_them_or_item() -> None:
+    """``<offers><execution/>``, ``<volumes><volume/>`` and ``<x><item/>`` are all lists,
+    one member or many; ``kind`` reads the same as an attribute or an element."""
+    body = b"""<r>
+      <offers><execution kind="s"><phase>OFFERED</phase></execution></offers>
+      <volumes><volume kind="v"/><volume kind="w"/></volumes>
+      <command><argument>run</argument></command>
+      <old><item>x</item></old>
+      <data><data kind="d"><storage>s</storage></data></data>
+      <executable><kind>e</kind></executable>
+    </r>"""
+    assert decode(body, XML) == {
+        "offers": [{"kind": "s", "phase": "OFFERED"}],
+        "volumes": [{"kind": "v"}, {"kind": "w"}],
+        "command": ["run"],
+        "old": ["x"],
+        "data": [{"kind": "d", "storage": "s"}],
+        "executable": {"kind": "e"},
+    }
+
+
+def test_xml_answers_use_the_reference_names() -> None:
+    """Members named for one of their list, ``kind`` an attribute but in messages."""
+    data = {
+        "kind": "k",
+        "offers": [{"kind": "s", "meta": {"messages": [{"kind": "m", "message": "hi"}]}}],
+        "executable": {"kind": "e", "command": ["a", "b"]},
+        "ports": [{"external": {"tcp": ["x"]}}],
+    }
+    body = encode(data, XML, root="offers-response").decode()
+    assert body.endswith(
+        '<offers-response kind="k"><offers><execution kind="s"><meta><messages><message>'
+        "<kind>m</kind><message>hi</message></message></messages></meta></execution></offers>"
+        '<executable kind="e"><command><argument>a</argument><argument>b</argument></command>'
+        "</executable><ports><port><external><tcp><item>x</item></tcp></external></port></ports>"
+        "</offers-response>"
+    )
+    assert decode(body.encode(), XML) == data
+
+
+@pytest.mark.parametrize(
+    ("name", "member"),
+    [
+        ("offers", "execution"),
+        ("sessions", "execution"),
+        ("messages", "message"),
+        ("costs", "cost"),
+        ("volumes", "volume"),
+        ("storage", "storage"),
+        ("data", "data"),
+        ("command", "argument"),
+        ("history", "transition"),
+        ("replicas", "replica"),
+        ("entries", "entry"),
+        ("tcp", "item"),
+        ("status", "item"),
+    ],
+)
+def test_xml_list_members_are_named_by_one_table_then_by_singulars(name: str, member: str) -> None:
+    assert item_name(name) == member
 
 
 def test_xml_empty_root_is_an_empty_object() -> None:

@@ -665,7 +665,8 @@ async def test_bad_listing_parameters_are_a_400_naming_the_parameter(
 
 
 async def test_an_xml_request_gets_xml_offers(client: Client) -> None:
-    """The ping request as XML (lists as ``<item>``) → offers, readable with xml.etree."""
+    """The ping request as XML (``kind`` as an element, as before) → offers in the
+    reference's XML: ``<execution kind="…">`` members of ``<offers>``."""
     body = (
         b"<?xml version='1.0' encoding='utf-8'?>"
         b"<offers-request>"
@@ -686,11 +687,11 @@ async def test_an_xml_request_gets_xml_offers(client: Client) -> None:
     assert root.tag == "offers-response"
     assert root.findtext("result") == "YES"
     assert root.findtext("meta/name") == "xml-ping"
-    offers = root.findall("offers/item")
+    offers = root.findall("offers/execution")
     assert 1 <= len(offers) <= 4
     for offer in offers:
         assert offer.findtext("phase") == "OFFERED"
-        assert offer.findtext("kind") == uri_for(Family.SESSION, "execution-session", Dialect.V1_0)
+        assert offer.get("kind") == uri_for(Family.SESSION, "execution-session", Dialect.V1_0)
         assert offer.findtext("compute/cores/min") == "2"
         assert offer.findtext("schedule/available/duration") == "PT5M"
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from talicada.broker.calendar import Entry
+from talicada.broker.offers import schedule_for
+from talicada.broker.planner import Window
 from talicada.schema import messages as msg
 from tests.conftest import ClientFactory
 from tests.lifecycle_support import Client
@@ -26,6 +29,31 @@ def test_durations_and_instants_in_messages_are_iso_8601() -> None:
     assert item.values["duration"] == "PT1H"
     assert item.values["start"] == "2026-01-01T11:58:35Z"
     assert "no window of PT1H with 100 cores" in item.message
+
+
+def test_offer_times_carry_no_float_artefacts() -> None:
+    """Planning's float seconds (``…34.999990``, ``85.00001 s``) are written to the millisecond."""
+    preparing = datetime(2026, 1, 1, 11, 58, 34, 999990, tzinfo=UTC)
+    available = preparing + timedelta(seconds=85.00001)
+    releasing = available + timedelta(minutes=10, microseconds=3)
+    done = releasing + timedelta(seconds=59.9996)
+    window = Window(preparing, available, releasing, done, Entry("local", 0, 1, 1, 1))
+    schedule = schedule_for(window)
+    assert schedule.preparing is not None
+    assert schedule.available is not None
+    assert schedule.releasing is not None
+    assert (schedule.preparing.start, schedule.preparing.duration) == (
+        "2026-01-01T11:58:35Z",
+        "PT1M25S",
+    )
+    assert (schedule.available.start, schedule.available.duration) == (
+        "2026-01-01T12:00:00Z/PT0S",
+        "PT10M",
+    )
+    assert (schedule.releasing.start, schedule.releasing.duration) == (
+        "2026-01-01T12:10:00Z",
+        "PT1M",
+    )
 
 
 async def test_numbers_in_a_command_are_taken_as_text(make_client: ClientFactory) -> None:

@@ -220,3 +220,23 @@ def test_only_open_paths_are_documented_without_a_token(document: dict[str, Any]
                 continue
             secured = operation.get("security") == [{"bearer": []}]
             assert secured is (path not in OPEN_PATHS), f"{method.upper()} {path}"
+
+
+def test_the_document_gives_the_xml_names_the_codec_writes(document: dict[str, Any]) -> None:
+    """``kind`` an attribute (a message's stays an element), lists wrapped, members named."""
+    from talicada.schema.codec import MediaType, encode
+
+    schemas = document["components"]["schemas"]
+    assert schemas["OfferSet"]["xml"] == {"name": "offers-response"}
+    assert schemas["ExecutionSession"]["xml"] == {"name": "execution"}
+    assert schemas["ExecutionSession"]["properties"]["kind"]["xml"] == {"attribute": True}
+    assert schemas["DockerContainer"]["properties"]["kind"]["xml"] == {"attribute": True}
+    assert "xml" not in schemas["MessageItem"]["properties"]["kind"]
+    offers = schemas["OfferSet"]["properties"]["offers"]
+    assert offers["xml"] == {"wrapped": True}
+    assert offers["items"]["xml"] == {"name": "execution"}
+    # What the hints say is what the codec writes.
+    body = encode({"kind": "k", "offers": [{"kind": "s"}]}, MediaType.XML, root="offers-response")
+    assert body.endswith(
+        b'<offers-response kind="k"><offers><execution kind="s" /></offers></offers-response>'
+    )

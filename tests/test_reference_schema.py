@@ -175,3 +175,51 @@ async def test_v106_offers_sessions_and_refusals_fit_the_reference_schema(
     assert refused["phase"] == "REJECTED"
     assert refused["meta"]["messages"], refused
     assert refused["meta"]["messages"] == refused["messages"]
+
+
+def _schemas(node: Any, key: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, schema) of every schema in ``node``: ``key`` names its property or itself."""
+    if isinstance(node, list):
+        for member in node:
+            yield from _schemas(member, key)
+        return
+    if not isinstance(node, dict):
+        return
+    if key is not None:
+        yield key, node
+    for name, value in node.items():
+        if name in ("properties", "schemas") and isinstance(value, dict):
+            for inner, schema in value.items():
+                yield from _schemas(schema, inner)
+        elif name in ("allOf", "anyOf", "oneOf", "items"):
+            yield from _schemas(value, None if name == "items" else key)
+
+
+def test_the_xml_names_agree_with_the_reference_schemas_xml_hints(reference: Reference) -> None:
+    """Every member name and attribute the reference gives, the codec writes the same way."""
+    from talicada.schema._xml_names import ELEMENT_KIND, is_attribute, item_name
+
+    checked = {"members": 0, "attributes": 0}
+    for path in sorted(reference.components.parent.rglob("*.yaml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for key, schema in _schemas(document.get("components")):
+            items = schema.get("items")
+            member = items.get("xml", {}).get("name") if isinstance(items, dict) else None
+            if member is not None:
+                list_name = schema.get("xml", {}).get("name", key)
+                assert item_name(list_name) == member, (path.name, key)
+                checked["members"] += 1
+            for name, value in schema.get("properties", {}).items():
+                if isinstance(value, dict) and value.get("xml", {}).get("attribute") is True:
+                    assert is_attribute(name, "x", key), (path.name, key, name)
+                    checked["attributes"] += 1
+    assert checked["members"] >= 5
+    assert checked["attributes"] >= 5
+    # The free-text kinds the reference leaves without a hint: a message's and a connector's.
+    messages = reference.components.parent / "messages.yaml"
+    message = yaml.safe_load(messages.read_text(encoding="utf-8"))["components"]["schemas"][
+        "MessageItem"
+    ]
+    assert "xml" not in message["properties"]["kind"]
+    assert "xml" not in reference.schemas["SimpleSessionConnector"]["properties"]["kind"]
+    assert {"message", "connector"} <= ELEMENT_KIND

@@ -13,6 +13,7 @@ import msgspec
 
 from talicada.events.report import Report
 from talicada.schema import model
+from talicada.schema._xml_names import SCHEMA_ELEMENTS, is_attribute, item_name
 from talicada.schema.dialects import DEFAULT_KIND
 from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
 from talicada.schema.messages import MessageItem
@@ -91,6 +92,44 @@ def _session_kind(schemas: dict[str, Any]) -> None:
     session["properties"] = {"kind": kind, **session["properties"]}
 
 
+def _xml_hints(node: Any, key: str | None, element: str | None) -> None:
+    """Add the XML hints of ``node`` (the value of ``key`` in ``element``) in place.
+
+    The names come from talicada/schema/_xml_names.py, which the codec writes by:
+    ``kind`` an attribute, every list wrapped and its members named.
+    """
+    if isinstance(node, list):
+        for member in node:
+            _xml_hints(member, key, element)
+        return
+    if not isinstance(node, dict):
+        return
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        _xml_hints(node.get(combinator), key, element)
+    if node.get("type") == "array" and key is not None and isinstance(node.get("items"), dict):
+        node["xml"] = {"wrapped": True}
+        member = item_name(key)
+        node["items"] = {**node["items"], "xml": {"name": member}}
+        _xml_hints(node["items"], member, member)
+    for name, value in node.get("properties", {}).items():
+        if isinstance(value, dict) and element is not None and is_attribute(name, "", element):
+            value["xml"] = {"attribute": True}
+        # A nested component is written as an element named by its key.
+        _xml_hints(value, name, name)
+
+
+def _xml_names(schemas: dict[str, Any]) -> None:
+    """Give each schema the XML names the codec writes it with."""
+    for name, schema in schemas.items():
+        element = SCHEMA_ELEMENTS.get(name)
+        if element is not None:
+            schema["xml"] = {"name": element}
+        # A schema reached by reference is written under whatever key refers to it;
+        # its own name stands in, which keeps its kind an attribute (only the
+        # message and the connector, named above, keep kind an element).
+        _xml_hints(schema, None, element or name)
+
+
 def component_schemas() -> dict[str, Any]:
     """Every component schema, in the v1.0 wire form, sorted by name."""
     (_, _, _, update, _, _), generated = msgspec.json.schema_components(
@@ -113,6 +152,7 @@ def component_schemas() -> dict[str, Any]:
     _default_kind_optional(schemas)
     _session_kind(schemas)
     schemas.update(_service_schemas())
+    _xml_names(schemas)
     # Sorted so a new struct moves nothing else in the checked-in copy.
     return dict(sorted(schemas.items()))
 

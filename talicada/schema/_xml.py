@@ -1,8 +1,9 @@
 """XML framing: element trees to plain data and back, without DTDs or entities.
 
 Part of :mod:`talicada.schema.codec`; the mapping between elements and data
-(attributes and children as keys, ``<item>`` lists, string scalars) is set out
-in its docstring.
+(attributes and children as keys, wrapped lists of named members, string
+scalars) is set out in its docstring, and the names themselves come from
+:mod:`talicada.schema._xml_names`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from defusedxml.ElementTree import DefusedXMLParser
 
 from talicada.schema._limits import CodecError, Limits, depth_error, utf8
 from talicada.schema._negotiation import CHARSETS
+from talicada.schema._xml_names import FALLBACK_ITEM, is_attribute, item_name
 
 _XML_DECLARED_ENCODING: Final = re.compile(
     rb"<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']", re.IGNORECASE
@@ -42,9 +44,17 @@ def _xml_shape(element: ET.Element, path: str) -> object:
             f"XML element {path} mixes text with attributes or child elements, "
             "which is not accepted"
         )
-    if not element.attrib and all(_local_name(child.tag) == "item" for child in children):
+    if not element.attrib and _is_list(element):
         return []
     return {}
+
+
+def _is_list(element: ET.Element) -> bool:
+    """Whether ``element``'s children are list members: each named for one member
+    of a list called like ``element`` (``<offers><execution/>``), or ``<item>``
+    (what this broker wrote before it followed the reference's names)."""
+    members = {FALLBACK_ITEM, item_name(_local_name(element.tag))}
+    return all(_local_name(child.tag) in members for child in element)
 
 
 def _xml_to_data(root: ET.Element) -> object:
@@ -59,7 +69,7 @@ def _xml_to_data(root: ET.Element) -> object:
         filled: list[tuple[ET.Element, object, str]] = []
         if isinstance(container, list):
             for index, child in enumerate(element):
-                child_path = f"{path}/item[{index + 1}]"
+                child_path = f"{path}/{_local_name(child.tag)}[{index + 1}]"
                 value = _xml_shape(child, child_path)
                 container.append(value)
                 filled.append((child, value, child_path))
@@ -165,11 +175,16 @@ def encode_xml(data: object, root: str) -> bytes:
         element, value = stack.pop()
         if isinstance(value, dict):
             for key, member in value.items():
-                if member is not None:
+                if member is None:
+                    continue
+                if is_attribute(key, member, element.tag):
+                    element.set(_xml_name(key), _xml_text(member))
+                else:
                     stack.append((ET.SubElement(element, _xml_name(key)), member))
         elif isinstance(value, list):
-            # A None member stays as an empty <item/> to keep positions.
-            stack.extend((ET.SubElement(element, "item"), member) for member in value)
+            # A None member stays as an empty element to keep positions.
+            name = item_name(element.tag)
+            stack.extend((ET.SubElement(element, name), member) for member in value)
         elif value is not None:
             element.text = _xml_text(value)
     body: bytes = ET.tostring(root_element, encoding="utf-8", xml_declaration=True)

@@ -33,16 +33,21 @@ YAML
     * mapping keys must be strings and must be unique.
 
 XML
-    Parsed with defusedxml; DTDs and entity declarations are refused.  The
-    mapping from elements to data is:
+    Parsed with defusedxml; DTDs and entity declarations are refused.  Names
+    follow the community schema's XML hints, kept in one table
+    (:mod:`talicada.schema._xml_names`).  The mapping from elements to data is:
 
     * the root element's name is ignored; the root must become an object
       (an empty root element is an empty object);
     * an element with attributes or child elements becomes a dict: each
       attribute and each child element is a key;
     * repeated sibling elements with the same name become a list;
-    * an element without attributes whose children are all named ``item``
-      becomes a list, so a one-element list is ``<x><item>v</item></x>``;
+    * an element without attributes whose children are all named for one
+      member of it becomes a list: ``<offers><execution/></offers>``,
+      ``<messages><message/></messages>``, ``<volumes><volume/></volumes>``
+      (the member's name is the table's, else the singular of the list's
+      name, else ``item``); ``<item>`` children, which this broker wrote
+      before it followed the reference, are read as members of any list;
     * an element with only text becomes that text, whitespace-stripped;
     * an element with no text, no attributes and no children becomes
       ``None`` (so empty strings, lists and objects all read back as ``None``);
@@ -52,10 +57,13 @@ XML
     * every scalar is a string; the model converts it with lax typing.
 
     :func:`encode` writes the same convention: the root element is named by
-    its ``root`` argument, a dict key becomes a child element, a list becomes
-    one ``<item>`` per member, ``None`` values of dict keys are omitted,
-    booleans are ``true``/``false``.  A dict whose only key is ``item`` reads
-    back as a list.
+    its ``root`` argument, a dict key becomes a child element except ``kind``,
+    which is an attribute (``<execution kind="…">``; a message's or a
+    connector's ``kind`` stays an element, as in the reference), a list
+    becomes one element per member named as above, ``None`` values of dict
+    keys are omitted, booleans are ``true``/``false``.  So a dict whose only
+    keys are ``item`` or its own member name (a ``values`` map holding just
+    ``value``) reads back as a list; nothing this broker answers has one.
 
 The work is split by concern into private modules whose public names this
 module re-exports: ``_negotiation`` (media types), ``_limits`` (errors and

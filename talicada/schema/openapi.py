@@ -43,7 +43,10 @@ form of the kind URI) and where its identity lives; every answer is written in t
 dialect of the request it belongs to, unless the reader asks for another with \
 `?dialect=`. This document shows the v1.0 spelling: a `kind` discriminator holding a v1.0 \
 kind URI, and identity under `meta`; pass `dialect=v1.0` to read any session in it. Bodies may be \
-JSON, YAML or XML, chosen by `Content-Type` and `Accept` (JSON when nothing is asked).
+JSON, YAML or XML, chosen by `Content-Type` and `Accept` (JSON when nothing is asked). \
+XML follows the community schema's XML names, given here as `xml` hints: `kind` is an \
+attribute and each list holds elements named for one member \
+(`<offers><execution kind="…">`); lists written with `<item>` members are still read.
 """
 
 
