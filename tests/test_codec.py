@@ -895,11 +895,12 @@ def test_yaml_encoding_keeps_unicode_readable() -> None:
 
 
 def test_xml_encoding_layout() -> None:
-    body = encode({"kind": "job", "ok": True, "no": False, "gone": None, "n": 2, "l": ["a"]}, XML)
+    data = {"kind": "job", "ok": True, "no": False, "gone": None, "n": 2, "l": ["a"], "tags": ["b"]}
+    body = encode(data, XML)
     assert body == (
         b"<?xml version='1.0' encoding='utf-8'?>\n"
-        b"<response><kind>job</kind><ok>true</ok><no>false</no><n>2</n>"
-        b"<l><item>a</item></l></response>"
+        b'<response kind="job"><ok>true</ok><no>false</no><n>2</n>'
+        b"<l><item>a</item></l><tags><tag>b</tag></tags></response>"
     )
 
 
@@ -946,3 +947,15 @@ def test_tuples_encode_as_lists_in_every_format() -> None:
 def test_encode_refuses_values_that_are_not_plain_data(media: MediaType) -> None:
     with pytest.raises(TypeError):
         encode({"a": object()}, media)
+
+
+def test_xml_lists_of_kinds_are_named_by_where_they_are() -> None:
+    """/capabilities lists kind URIs by family: ``<kinds><executable><kind>``."""
+    body = encode({"kinds": {"executable": ["a", "b"], "costs": ["c"]}}, XML, root="capabilities")
+    assert b"<kinds><executable><kind>a</kind><kind>b</kind></executable>" in body
+    assert b"<costs><kind>c</kind></costs>" in body
+    assert decode(body, XML) == {"kinds": {"executable": ["a", "b"], "costs": ["c"]}}
+    # Elsewhere an executable is a component, and its <kind> is one of its fields.
+    assert decode(b"<r><executable><kind>a</kind></executable></r>", XML) == {
+        "executable": {"kind": "a"}
+    }

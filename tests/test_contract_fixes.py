@@ -31,6 +31,26 @@ def test_durations_and_instants_in_messages_are_iso_8601() -> None:
     assert "no window of PT1H with 100 cores" in item.message
 
 
+def test_messages_write_measured_durations_to_the_millisecond() -> None:
+    """A step that took 85.0000132 s, quoted at 90.0004 s, reads PT1M25S against PT1M30S."""
+    item = msg.make(
+        msg.STEP_QUOTED,
+        "INFO",
+        step="preparation",
+        actual=timedelta(seconds=85.0000132),
+        expected=timedelta(seconds=90.0004),
+        pessimistic=timedelta(seconds=-0.25),
+        basis="default",
+        error="-6%",
+    )
+    values = item.values
+    assert (values["actual"], values["expected"], values["pessimistic"]) == (
+        "PT1M25S",
+        "PT1M30S",
+        "-PT0.25S",
+    )
+
+
 def test_offer_times_carry_no_float_artefacts() -> None:
     """Planning's float seconds (``…34.999990``, ``85.00001 s``) are written to the millisecond."""
     preparing = datetime(2026, 1, 1, 11, 58, 34, 999990, tzinfo=UTC)

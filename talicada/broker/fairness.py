@@ -32,7 +32,6 @@ from talicada.broker.calendar import Slots, Steps
 from talicada.broker.planner import Demand, plan, search_range
 from talicada.broker.store import Held, Store
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant
 from talicada.schema.messages import MessageItem
 from talicada.settings import PlatformSettings
 
@@ -81,7 +80,7 @@ def within_cap(
             memory=held_memory,
             cap_cores=cap_cores,
             cap_memory=cap_memory,
-            expires=format_instant(last),
+            expires=last,
         )
     narrowed = replace(
         demand,
@@ -113,7 +112,7 @@ def no_capacity_held(
         platform=platform.name,
         cores=demand.cores[0],
         memory=demand.memory[0],
-        expires=format_instant(expires_by),
+        expires=expires_by,
     )
 
 

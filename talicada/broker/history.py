@@ -29,7 +29,7 @@ from talicada.broker.components import Component, add_messages, components
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, StepQuote
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_instant
+from talicada.schema.iso8601 import Iso8601Error, parse_instant
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import (
     AnyData,
@@ -247,7 +247,7 @@ def _ms(instant: str, fallback: datetime) -> int:
 
 def _took(component: Component, sample: Sample, now: datetime) -> MessageItem:
     """The record's note of how long the step took against what was quoted."""
-    actual = format_duration(timedelta(seconds=sample.seconds))
+    actual = timedelta(seconds=sample.seconds)
     if sample.expected is None or sample.quoted is None:
         return msg.make(msg.STEP_TOOK, "INFO", now=now, step=STEPS[sample.step], actual=actual)
     error = (sample.seconds - sample.expected) / sample.expected if sample.expected else 0.0
@@ -257,8 +257,8 @@ def _took(component: Component, sample: Sample, now: datetime) -> MessageItem:
         now=now,
         step=STEPS[sample.step],
         actual=actual,
-        expected=format_duration(timedelta(seconds=sample.expected)),
-        pessimistic=format_duration(timedelta(seconds=sample.quoted)),
+        expected=timedelta(seconds=sample.expected),
+        pessimistic=timedelta(seconds=sample.quoted),
         basis=sample.basis or "default",
         error=f"{error:+.0%}",
     )

@@ -40,7 +40,7 @@ from talicada.broker.records import (
 from talicada.broker.store import EVERYONE, Store
 from talicada.broker.store.samples import MemorySamples, SampleStore
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_duration, format_instant
+from talicada.schema.iso8601 import format_instant
 from talicada.schema.messages import Conflict, MessageItem, NotFound
 from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
@@ -430,11 +430,11 @@ class Broker:
             msg.make(
                 msg.NO_CAPACITY,
                 platform=each.platform.name,
-                duration=format_duration(each.demand.duration),
+                duration=each.demand.duration,
                 cores=each.demand.cores[0],
                 memory=each.demand.memory[0],
-                start=format_instant(each.demand.earliest),
-                end=format_instant(each.demand.latest),
+                start=each.demand.earliest,
+                end=each.demand.latest,
             )
             for each in runnable
         ]
@@ -566,7 +566,7 @@ class Broker:
             return msg.make(
                 msg.OFFER_EXPIRED,
                 uuid=uuid,
-                expires=format_instant(datetime.fromtimestamp(current.record.expires / 1000, UTC)),
+                expires=datetime.fromtimestamp(current.record.expires / 1000, UTC),
             )
         if outcome.status == "taken":
             return msg.make(

@@ -33,8 +33,9 @@ def _local_name(name: str) -> str:
     return name.rpartition("}")[2]
 
 
-def _xml_shape(element: ET.Element, path: str) -> object:
-    """The value of ``element``: its scalar, or an empty container to be filled later."""
+def _xml_shape(element: ET.Element, path: str, parent: str | None) -> object:
+    """The value of ``element`` (a child of ``<parent>``): its scalar, or an empty
+    container to be filled later."""
     text = (element.text or "").strip()
     children = list(element)
     if not children and not element.attrib:
@@ -44,33 +45,34 @@ def _xml_shape(element: ET.Element, path: str) -> object:
             f"XML element {path} mixes text with attributes or child elements, "
             "which is not accepted"
         )
-    if not element.attrib and _is_list(element):
+    if not element.attrib and _is_list(element, parent):
         return []
     return {}
 
 
-def _is_list(element: ET.Element) -> bool:
+def _is_list(element: ET.Element, parent: str | None) -> bool:
     """Whether ``element``'s children are list members: each named for one member
     of a list called like ``element`` (``<offers><execution/>``), or ``<item>``
     (what this broker wrote before it followed the reference's names)."""
-    members = {FALLBACK_ITEM, item_name(_local_name(element.tag))}
+    members = {FALLBACK_ITEM, item_name(_local_name(element.tag), parent)}
     return all(_local_name(child.tag) in members for child in element)
 
 
 def _xml_to_data(root: ET.Element) -> object:
     """Convert an element tree to plain data, iteratively (no recursion on depth)."""
     root_path = "/" + _local_name(root.tag)
-    top = _xml_shape(root, root_path)
+    top = _xml_shape(root, root_path, None)
     if top is None:
         return {}  # <request/> is an empty object
     stack: list[tuple[ET.Element, object, str]] = [(root, top, root_path)]
     while stack:
         element, container, path = stack.pop()
         filled: list[tuple[ET.Element, object, str]] = []
+        own = _local_name(element.tag)
         if isinstance(container, list):
             for index, child in enumerate(element):
                 child_path = f"{path}/{_local_name(child.tag)}[{index + 1}]"
-                value = _xml_shape(child, child_path)
+                value = _xml_shape(child, child_path, own)
                 container.append(value)
                 filled.append((child, value, child_path))
         elif isinstance(container, dict):
@@ -86,7 +88,7 @@ def _xml_to_data(root: ET.Element) -> object:
                         f"XML element {path} has both an attribute and a child named {key!r}"
                     )
                 child_path = f"{path}/{key}"
-                value = _xml_shape(child, child_path)
+                value = _xml_shape(child, child_path, own)
                 if counts[key] > 1:
                     container.setdefault(key, []).append(value)
                 else:
@@ -170,9 +172,9 @@ def encode_xml(data: object, root: str) -> bytes:
     root_element = ET.Element(_xml_name(root))
     # Children are created when their parent is visited, so document order
     # is kept even though the stack pops in reverse.
-    stack: list[tuple[ET.Element, object]] = [(root_element, data)]
+    stack: list[tuple[ET.Element, object, str | None]] = [(root_element, data, None)]
     while stack:
-        element, value = stack.pop()
+        element, value, parent = stack.pop()
         if isinstance(value, dict):
             for key, member in value.items():
                 if member is None:
@@ -180,11 +182,11 @@ def encode_xml(data: object, root: str) -> bytes:
                 if is_attribute(key, member, element.tag):
                     element.set(_xml_name(key), _xml_text(member))
                 else:
-                    stack.append((ET.SubElement(element, _xml_name(key)), member))
+                    stack.append((ET.SubElement(element, _xml_name(key)), member, element.tag))
         elif isinstance(value, list):
             # A None member stays as an empty element to keep positions.
-            name = item_name(element.tag)
-            stack.extend((ET.SubElement(element, name), member) for member in value)
+            name = item_name(element.tag, parent)
+            stack.extend((ET.SubElement(element, name), member, element.tag) for member in value)
         elif value is not None:
             element.text = _xml_text(value)
     body: bytes = ET.tostring(root_element, encoding="utf-8", xml_declaration=True)

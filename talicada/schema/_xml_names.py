@@ -64,6 +64,10 @@ ITEM_NAMES: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
+#: Lists held in these elements name their members so, whatever the list is
+#: called: /capabilities lists kind URIs by family (``<kinds><executable><kind>``).
+ITEM_NAMES_WITHIN: Final[Mapping[str, str]] = MappingProxyType({"kinds": "kind"})
+
 #: What a list member is called when its list's name is no known plural (a
 #: list under a key the client chose, such as a port's protocol).
 FALLBACK_ITEM: Final = "item"
@@ -83,9 +87,15 @@ def singular(name: str) -> str | None:
     return None
 
 
-def item_name(list_name: str) -> str:
-    """The element name of each member of the list written as ``<list_name>``."""
-    return ITEM_NAMES.get(list_name) or singular(list_name) or FALLBACK_ITEM
+def item_name(list_name: str, parent: str | None = None) -> str:
+    """The element name of each member of the list written as ``<list_name>``
+    inside ``<parent>``."""
+    return (
+        ITEM_NAMES_WITHIN.get(parent or "")
+        or ITEM_NAMES.get(list_name)
+        or singular(list_name)
+        or FALLBACK_ITEM
+    )
 
 
 def is_attribute(key: str, value: object, element: str) -> bool:

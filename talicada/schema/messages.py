@@ -13,7 +13,12 @@ from typing import Final, Literal
 
 import msgspec
 
-from talicada.schema.iso8601 import format_duration, format_instant, to_millisecond
+from talicada.schema.iso8601 import (
+    duration_to_millisecond,
+    format_duration,
+    format_instant,
+    to_millisecond,
+)
 
 Level = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
 
@@ -142,12 +147,14 @@ STEP_TOOK: Final = ("info:step-duration", "{step} took {actual}")
 
 
 def _text(value: object) -> str:
-    """A value as a message writes it: durations and instants in ISO 8601, as everywhere else.
+    """A value as a message writes it: durations and instants in ISO 8601, as everywhere else,
+    to the millisecond (so float seconds leave no ``PT1M25.00001S``).
 
     ``str(timedelta)`` would say ``1:00:00`` where the rest of the API says ``PT1H``.
     """
     if isinstance(value, timedelta):
-        return format_duration(value) if value >= timedelta(0) else "-" + format_duration(-value)
+        rounded = duration_to_millisecond(abs(value))
+        return format_duration(rounded) if value >= timedelta(0) else "-" + format_duration(rounded)
     if isinstance(value, datetime) and value.tzinfo is not None:
         return format_instant(to_millisecond(value))
     return str(value)
