@@ -45,8 +45,8 @@ XML
     * an element without attributes whose children are all named for one
       member of it becomes a list: ``<offers><execution/></offers>``,
       ``<messages><message/></messages>``, ``<volumes><volume/></volumes>``
-      (the member's name is the table's, else the singular of the list's
-      name, else ``item``); ``<item>`` children, which this broker wrote
+      (the member's name is the table's, by the list's parent and then by the
+      list's name, else the singular of the list's name, else ``item``); ``<item>`` children, which this broker wrote
       before it followed the reference, are read as members of any list;
     * an element with only text becomes that text, whitespace-stripped;
     * an element with no text, no attributes and no children becomes
