@@ -46,8 +46,9 @@ XML
       member of it becomes a list: ``<offers><execution/></offers>``,
       ``<messages><message/></messages>``, ``<volumes><volume/></volumes>``
       (the member's name is the table's, by the list's parent and then by the
-      list's name, else the singular of the list's name, else ``item``); ``<item>`` children, which this broker wrote
-      before it followed the reference, are read as members of any list;
+      list's name, else the singular of the list's name, else ``item``);
+      ``<item>`` children, which this broker wrote before it followed the
+      reference, are read as members of any list;
     * an element with only text becomes that text, whitespace-stripped;
     * an element with no text, no attributes and no children becomes
       ``None`` (so empty strings, lists and objects all read back as ``None``);
