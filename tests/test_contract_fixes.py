@@ -165,7 +165,8 @@ async def test_availability_in_xml_is_a_vosi_document(client: Client) -> None:
 
 
 async def test_delete_ends_a_session_as_uws_does(client: Client) -> None:
-    """DELETE rejects an open offer and cancels an accepted session; 303 to the list."""
+    """DELETE rejects an open offer and cancels an accepted session, and forgets a
+    finished one; 303 to the list each time."""
     response = await client.post("/requests", json={"executable": {"kind": PING}})
     first = (await response.json())["offers"][0]["meta"]["uuid"]
     response = await client.delete(f"/sessions/{first}", allow_redirects=False)
@@ -173,13 +174,23 @@ async def test_delete_ends_a_session_as_uws_does(client: Client) -> None:
     assert response.headers["Location"].endswith("/sessions")
     assert (await (await client.get(f"/sessions/{first}")).json())["phase"] == "REJECTED"
     response = await client.post("/requests", json={"executable": {"kind": PING}})
-    offer = (await response.json())["offers"][0]["meta"]["uuid"]
+    offerset = await response.json()
+    offer = offerset["offers"][0]["meta"]["uuid"]
     accept = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
     assert (await client.post(f"/sessions/{offer}", json=accept)).status == 200
     response = await client.delete(f"/sessions/{offer}", allow_redirects=False)
     assert response.status == 303
     assert (await (await client.get(f"/sessions/{offer}")).json())["phase"] == "CANCELLED"
-    # Deleting again changes nothing; an unknown uuid is 404.
+    # Deleting a finished session forgets it: gone from reads, lists and its offer set.
     assert (await client.delete(f"/sessions/{offer}", allow_redirects=False)).status == 303
+    assert (await client.get(f"/sessions/{offer}")).status == 404
+    assert (await client.get(f"/sessions/{offer}/log")).status == 404
+    listed = await (await client.get("/sessions", params={"offers": "true"})).json()
+    assert offer not in {s["meta"]["uuid"] for s in listed["sessions"]}
+    assert first in {s["meta"]["uuid"] for s in listed["sessions"]}
+    left = await (await client.get(f"/offersets/{offerset['meta']['uuid']}")).json()
+    assert offer not in {o["meta"]["uuid"] for o in left["offers"]}
+    # …and once more, or an unknown uuid, is 404.
+    assert (await client.delete(f"/sessions/{offer}")).status == 404
     missing = "00000000-0000-4000-8000-000000000000"
     assert (await client.delete(f"/sessions/{missing}")).status == 404

@@ -130,3 +130,30 @@ async def test_each_user_reads_only_their_sessions_and_a_forgotten_one_leaves_no
     # …and once the session is forgotten a new subscriber finds nothing retained.
     await asyncio.sleep(3.5)
     assert await collect(mosquitto, "alice", topic, 1.0) == []
+
+
+async def test_deleting_a_finished_session_clears_its_retained_message_at_once(
+    start_broker: BrokerFactory, mosquitto: int, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    broker = await start_broker(
+        auth_tokens_file=str(tokens),
+        mqtt_url=f"mqtt://talicada:{USERS['talicada']}@127.0.0.1:{mosquitto}",
+    )
+    broker.session.headers["Authorization"] = f"Bearer {ALICE}"
+    uuid = await accept_first(broker, task("ping"))
+    assert await wait_for_phase(broker, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
+    topic = topic_for("talicada", "alice", uuid)
+    # Retained for as long as the broker keeps the session (the default)…
+    deadline = time.monotonic() + 5
+    while await collect(mosquitto, "alice", topic, 0.3) != [topic]:
+        assert time.monotonic() < deadline, "the final phase was never retained"
+    # …until the owner deletes it: then nothing is retained any more.
+    response = await broker.delete(f"/sessions/{uuid}", allow_redirects=False)
+    assert response.status == 303
+    gone = await broker.get(f"/sessions/{uuid}")
+    assert gone.status == 404
+    deadline = time.monotonic() + 5
+    while await collect(mosquitto, "alice", topic, 0.3) != []:
+        assert time.monotonic() < deadline, "the retained message was not cleared"

@@ -14,13 +14,15 @@ import msgspec
 import pytest
 
 from talicada import constants
-from talicada.broker import engine
+from talicada.broker import engine, lifecycle
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
+from talicada.events.envelope import SessionForgotten
 from talicada.events.report import Report
+from talicada.events.streams import LIFECYCLE
 from talicada.schema.iso8601 import format_instant, parse_interval
 from talicada.schema.messages import Conflict, RequestInvalid
 from talicada.schema.model import (
@@ -558,3 +560,28 @@ async def test_a_finished_sessions_record_reads_back_whole_and_is_kept_compresse
         assert isinstance(doc, bytes)
         assert doc[:1] == b"x"
         assert len(doc) < len(msgspec.msgpack.encode(ended[0].record))
+
+
+async def test_forgetting_deletes_a_final_session_and_tells_observers(store: Store) -> None:
+    clock = FakeClock()
+    broker, uuid = await started_session(store, clock)
+    # A live session is not forgotten: nothing changes
+    refused = await store.forget(uuid, lifecycle.FINAL)
+    assert refused.status == "phase"
+    assert (await store.sessions([uuid]))[0] is not None
+    await broker.update_phase(uuid, "alice", "CANCELLED", "client")
+    position, _ = await store.bus.tail(LIFECYCLE, "$")
+    # Once final it is: gone from reads, history and lists, and observers are told
+    assert (await store.forget(uuid, lifecycle.FINAL)).ok
+    _, told = await store.bus.tail(LIFECYCLE, position, block_ms=1000)
+    assert [
+        (type(e), e.session, e.body.owner) for e in told if isinstance(e, SessionForgotten)
+    ] == [(SessionForgotten, uuid, "alice")]
+    assert await store.sessions([uuid]) == [None]
+    assert await store.load(uuid) is None
+    assert await store.history(uuid) == []
+    page, _ = await store.list_sessions(
+        "alice", phases=[], since=None, until=None, cursor=None, limit=10
+    )
+    assert uuid not in {live.record.uuid for live in page}
+    assert (await store.forget(uuid, lifecycle.FINAL)).status == "missing"

@@ -8,10 +8,12 @@ of the phase the session is in is retained, so a subscriber that arrives late
 gets it at once; a final phase is retained with a message expiry of
 ``mqtt_final_retain`` (by default as long as the broker keeps the session),
 so Mosquitto drops it when the broker forgets the session and retained
-messages do not pile up. The publisher consumes the lifecycle stream in its own consumer group
-with one event in flight, so transitions leave in the order they were
-recorded. Run it on one replica (set ``mqtt_url`` there): two publishers
-could interleave one session's transitions.
+messages do not pile up; a session deleted before that (UWS DELETE) has its
+retained message cleared at once (an empty retained message). The publisher
+consumes the lifecycle stream in its own consumer group with one event in
+flight, so transitions leave in the order they were recorded. Run it on one
+replica (set ``mqtt_url`` there): two publishers could interleave one
+session's transitions.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from talicada.broker import lifecycle
 from talicada.broker.store import Store
 from talicada.events.bus import Bus, Delivery
 from talicada.events.consumer import Consumer
-from talicada.events.envelope import SessionChanged
+from talicada.events.envelope import SessionChanged, SessionForgotten
 from talicada.events.streams import LIFECYCLE
 from talicada.outage import Outage
 from talicada.settings import Settings, SettingsError
@@ -207,6 +209,9 @@ class MqttPublisher:
     async def _publish(self, delivery: Delivery) -> None:
         """Publish one lifecycle event, waiting for a connection as long as it takes."""
         event = delivery.event
+        if isinstance(event, SessionForgotten):
+            await self._clear(topic_for(self.access.prefix, event.body.owner, event.session))
+            return
         if not isinstance(event, SessionChanged):
             return  # component changes are in the session's log and SSE stream
         message = payload(event)
@@ -234,6 +239,23 @@ class MqttPublisher:
             if current:
                 expires = None if retain_for is None else time.monotonic() + retain_for
                 self._remember(topic, message, expires)
+            return
+
+    async def _clear(self, topic: str) -> None:
+        """Delete the retained message of a forgotten session: MQTT's way is an
+        empty retained message on its topic. Waits for a connection as publishing does."""
+        self._retained.pop(topic, None)
+        while True:
+            await self._connected.wait()
+            client = self._client
+            if client is None:
+                continue
+            try:
+                await client.publish(topic, b"", qos=1, retain=True)
+            except aiomqtt.MqttError:
+                self._broken.set()
+                self._connected.clear()
+                continue
             return
 
     def _remember(self, topic: str, message: bytes, expires: float | None) -> None:

@@ -171,17 +171,22 @@ async def update_session(request: web.Request) -> web.Response:
 
 @routes.delete("/sessions/{uuid}")
 async def delete_session(request: web.Request) -> web.Response:
-    """UWS's DELETE: end the session (reject an open offer, cancel a live one), 303 to the list.
-
-    A session already final is left as it is; its record stays readable.
+    """UWS's DELETE, 303 to the list: a live session is ended (an open offer
+    rejected, anything else cancelled), a final one is forgotten (its record,
+    history and retained MQTT message deleted now rather than after the
+    retention period). So one DELETE stops a session and a second, once it
+    has finished releasing, removes it; on a session already final one does.
     """
     uuid = path_uuid(request)
     broker = request.app[BROKER]
     live = await broker.session(uuid, viewer(request))
-    target: SessionPhase = "REJECTED" if live.phase == "OFFERED" else "CANCELLED"
-    if live.phase not in lifecycle.FINAL and lifecycle.allowed(live.phase, target):
-        update = EnumValueUpdate(path="phase", value=target)
-        await broker.update(uuid, viewer(request), update)
+    if live.phase in lifecycle.FINAL:
+        await broker.forget(uuid, viewer(request))
+    else:
+        target: SessionPhase = "REJECTED" if live.phase == "OFFERED" else "CANCELLED"
+        if lifecycle.allowed(live.phase, target):
+            update = EnumValueUpdate(path="phase", value=target)
+            await broker.update(uuid, viewer(request), update)
     raise web.HTTPSeeOther(f"{_base(request)}/sessions")
 
 

@@ -559,6 +559,21 @@ class Broker:
         accepted = await self.session(uuid, owner)
         return msgspec.structs.replace(accepted, phase=outcome.phase or target)
 
+    async def forget(self, uuid: str, owner: str | None) -> None:
+        """Delete the caller's final session now (UWS DELETE of a finished job).
+
+        NotFound when it is not the caller's (or gone); Conflict when it is not
+        final (a session still running is cancelled first, then forgotten).
+        """
+        current = await self.session(uuid, owner)
+        outcome = await self.store.forget(uuid, lifecycle.FINAL)
+        if outcome.status == "missing":
+            raise NotFound([msg.make(msg.NOT_FOUND, what="session", uuid=uuid)])
+        if not outcome.ok:
+            phase = outcome.phase or current.phase
+            raise Conflict([msg.make(msg.NOT_FINAL, uuid=uuid, phase=phase)])
+        log.info("session.forgotten", session=uuid, phase=outcome.phase)
+
     def _refusal(
         self, uuid: str, current: LiveSession, target: SessionPhase, outcome: Outcome
     ) -> MessageItem:

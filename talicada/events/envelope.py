@@ -49,6 +49,7 @@ __all__ = [
     "Release",
     "ReleaseData",
     "SessionChanged",
+    "SessionForgotten",
     "StageData",
     "decode",
     "encode",
@@ -273,6 +274,18 @@ class ComponentChanged(Event, tag="component.transition", kw_only=True, frozen=T
     body: TransitionBody
 
 
+class ForgottenBody(_Body, kw_only=True, frozen=True):
+    """Whose session it was (its topic and watchers are named by the owner)."""
+
+    owner: str
+
+
+class SessionForgotten(Event, tag="session.forgotten", kw_only=True, frozen=True):
+    """lifecycle: a final session was deleted (UWS DELETE): its record is gone."""
+
+    body: ForgottenBody
+
+
 AnyEvent = (
     AllocateStorage
     | StageData
@@ -283,6 +296,7 @@ AnyEvent = (
     | Release
     | SessionChanged
     | ComponentChanged
+    | SessionForgotten
 )
 
 #: Every event type by its name, for operators' filters and tests.
@@ -298,6 +312,7 @@ TYPES: Final[dict[str, type[Event]]] = {
         Release,
         SessionChanged,
         ComponentChanged,
+        SessionForgotten,
     )
 }
 

@@ -315,12 +315,13 @@ def paths() -> dict[str, Any]:
             ),
             "delete": _operation(
                 "deleteSession",
-                "End the session as UWS does: reject an open offer, cancel a live session "
-                "(a final one is left as it is); then 303 to the list.",
+                "UWS's DELETE: reject an open offer or cancel a live session; forget a "
+                "final one (its record, history and retained MQTT message are deleted "
+                "now, not after the retention period); then 303 to the list.",
                 "sessions",
                 {
                     "303": {
-                        "description": "Ended; see the list of sessions.",
+                        "description": "Ended or forgotten; see the list of sessions.",
                         "headers": {"Location": {"$ref": "#/components/headers/Location"}},
                     },
                     **_errors("404", "409"),

@@ -110,6 +110,10 @@ ILLEGAL_TRANSITION: Final = (
     "error:illegal-transition",
     "session {uuid} is {phase}; it cannot become {target}",
 )
+NOT_FINAL: Final = (
+    "error:not-final",
+    "session {uuid} is {phase}; only a finished session can be deleted (it is cancelled first)",
+)
 OFFER_EXPIRED: Final = ("error:offer-expired", "offer {uuid} expired at {expires}")
 OFFER_TAKEN: Final = (
     "error:offer-taken",

@@ -133,6 +133,12 @@ class Store(Protocol):
         claimed again when the lease ends.
         """
 
+    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
+        """Delete a session in one of the ``final`` phases now (UWS DELETE), as the
+        retention period would later: its record, history and index entries go,
+        and a ``session.forgotten`` event tells observers (MQTT clears its
+        retained message). ``phase`` when it is not final, ``missing`` when gone."""
+
     async def drop_timer(self, name: str) -> None:
         """Forget a timer that has nothing left to do."""
 

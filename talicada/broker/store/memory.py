@@ -28,7 +28,7 @@ from talicada.broker.records import (
 from talicada.broker.store import EVERYONE, OVER_CAP, Held, held_shares
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
-from talicada.events.envelope import Event
+from talicada.events.envelope import Event, ForgottenBody, SessionForgotten
 from talicada.events.memory_bus import MemoryBus
 from talicada.events.streams import LIFECYCLE
 from talicada.schema.model import SessionPhase
@@ -359,6 +359,20 @@ class MemoryStore:
             self._set_timer(name, now + lease)
             claimed.append(name)
         return claimed
+
+    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
+        record = self._sessions.get(uuid)
+        if record is None:
+            return Outcome("missing")
+        phase = self._phases[uuid]
+        if phase not in final:
+            return Outcome("phase", phase)
+        self._timers.pop(f"purge:{uuid}", None)
+        self._purge(uuid)
+        event = SessionForgotten.new(uuid, body=ForgottenBody(owner=record.owner))
+        self._outbox.append((LIFECYCLE, event))
+        await self._flush()
+        return Outcome("ok", phase)
 
     def _forget_later(self, uuid: str) -> None:
         """Drop a finished session after the retention period, as Redis expires its keys."""

@@ -35,6 +35,7 @@ from talicada.broker.records import (
 from talicada.broker.store import EVERYONE, OVER_CAP, Held, held_shares
 from talicada.broker.store.paging import Cursor
 from talicada.events.bus import Bus
+from talicada.events.envelope import ForgottenBody, SessionForgotten
 from talicada.events.envelope import encode as encode_event
 from talicada.events.redis_bus import RedisBus
 from talicada.events.streams import LIFECYCLE
@@ -113,6 +114,7 @@ class RedisStore:
         self._usage = client.register_script(_script("usage"))
         self._rebuild = client.register_script(_script("rebuild"))
         self._compact = client.register_script(_script("compact_history"))
+        self._forget = client.register_script(_script("forget"))
 
     @classmethod
     async def connect(
@@ -350,6 +352,22 @@ class RedisStore:
             constants.timer("expire", uuid),
         ]
         return _outcome(await self._run(self._finish, keys, args))
+
+    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
+        record = await self._locate(uuid)
+        if record is None:
+            return Outcome("missing")
+        keys = [
+            self.keys.session(uuid),
+            self.keys.history(uuid),
+            self.keys.applied(uuid),
+            self.keys.owner_index(record.owner),
+            self.keys.owner_index(EVERYONE),
+            self.keys.stream(LIFECYCLE),
+        ]
+        event = SessionForgotten.new(uuid, body=ForgottenBody(owner=record.owner))
+        args = [uuid, " ".join(sorted(final)), self.maxlen, constants.STREAM_FIELD]
+        return _outcome(await self._run(self._forget, keys, [*args, encode_event(event)]))
 
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
         phase, doc, version = await self.client.hmget(
