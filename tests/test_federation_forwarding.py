@@ -360,3 +360,22 @@ async def test_an_accept_that_times_out_keeps_its_claim_because_the_site_may_run
     await eventually_phase(sites[1], other, "OFFERED")
     again = await aggregator.client.post(f"/sessions/{slow}", json=CANCEL)
     assert again.status == 200
+
+
+async def test_delete_at_the_aggregator_ends_then_forgets_the_session_at_its_site(
+    federation: Federation,
+) -> None:
+    site = await federation.site("a")
+    aggregator = await federation.aggregator("agg", [site])
+    body = await offers(aggregator.client, delay("PT30S"))
+    uuid = body["offers"][0]["meta"]["uuid"]
+    # The first DELETE ends the open offer at its site…
+    response = await aggregator.client.delete(f"/sessions/{uuid}", allow_redirects=False)
+    assert response.status == 303, await response.text()
+    assert response.headers["Location"].endswith("/sessions")
+    assert await phase_at(site, uuid) == "REJECTED"
+    # …the second forgets it there, so neither the site nor the aggregator has it.
+    response = await aggregator.client.delete(f"/sessions/{uuid}", allow_redirects=False)
+    assert response.status == 303, await response.text()
+    assert (await site.client.get(f"/sessions/{uuid}")).status == 404
+    assert (await aggregator.client.get(f"/sessions/{uuid}")).status == 404

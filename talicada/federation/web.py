@@ -168,6 +168,12 @@ def forwarding_middleware() -> Middleware:
                 return await handler(request)
             if request.method == "POST" and resource.canonical == "/sessions/{uuid}":
                 return await _update(request, aggregator, record)
+            if request.method == "DELETE" and record.site is not None:
+                # The site ends or forgets it (UWS DELETE); the client sees our list.
+                await aggregator.forward(
+                    record, "DELETE", f"/sessions/{record.uuid}", identity(request)
+                )
+                raise web.HTTPSeeOther(f"{_base(request)}/sessions")
             if record.site is not None:
                 return await _read(request, aggregator, record, resource.canonical)
         return await handler(request)
