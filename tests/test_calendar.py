@@ -82,14 +82,88 @@ def broker_for(store: Store, clock: FakeClock) -> Broker:
     return Broker(settings, store, clock=clock)
 
 
+def envelope_per_slot(holds: list[Entry]) -> tuple[list[int], list[int]]:
+    """Per slot, the most cores and the most memory any of ``holds`` holds (slot by slot)."""
+    cores, memory = [0] * (2 * SPAN), [0] * (2 * SPAN)
+    for entry in holds:
+        for slot in range(entry.first, entry.last):
+            cores[slot] = max(cores[slot], entry.cores)
+            memory[slot] = max(memory[slot], entry.memory)
+    return cores, memory
+
+
+holds = st.lists(entries, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.lists(entries, max_size=6), before=holds, after=holds, room=st.integers(0, 12))
+def test_reshaping_counts_the_envelope_of_the_holds_after_instead_of_before(
+    base: list[tuple[int, int, int, int]],
+    before: list[tuple[int, int, int, int]],
+    after: list[tuple[int, int, int, int]],
+    room: int,
+) -> None:
+    def made(raw: list[tuple[int, int, int, int]]) -> list[Entry]:
+        return [Entry("p", first, first + length, c, m) for first, length, c, m in raw]
+
+    steps = Steps()
+    for entry in made(base):
+        steps.add(entry)
+    # Given a calendar counting one set's holds ``before`` as their envelope
+    assert steps.reshape([], made(before))
+    used = brute(made(base))
+    was = envelope_per_slot(made(before))
+    now = envelope_per_slot(made(after))
+    total = [[u + w for u, w in zip(used[i], was[i], strict=True)] for i in (0, 1)]
+    assert steps.per_slot(0, 2 * SPAN) == (total[0], total[1])
+    # When the set's holds become ``after``, with ``room`` over the peak for each resource
+    capacity = (max(total[0]) + room, max(total[1]) + room)
+    expected = [[u + n for u, n in zip(used[i], now[i], strict=True)] for i in (0, 1)]
+    grows = [
+        slot
+        for slot in range(2 * SPAN)
+        if now[0][slot] > was[0][slot] or now[1][slot] > was[1][slot]
+    ]
+    fits = all(
+        expected[0][slot] <= capacity[0] and expected[1][slot] <= capacity[1] for slot in grows
+    )
+    # Then it changes only where the envelope grows and has room, to exactly the new envelope
+    assert steps.reshape(made(before), made(after), capacity) == fits
+    assert steps.per_slot(0, 2 * SPAN) == ((expected[0], expected[1]) if fits else tuple(total))
+    assert_minimal(steps)
+
+
+def model_usage(
+    found: list[tuple[str, str, Entry]], first: int, last: int
+) -> tuple[list[int], list[int]]:
+    """Per slot of [first, last), what a calendar of these entries counts, the slow
+    way: every booking (and hold of no set) alone, each offer set's holds as their
+    envelope (per slot the most cores and, apart, the most memory of any)."""
+    cores, memory = [0] * (last - first), [0] * (last - first)
+    sets: dict[str, list[Entry]] = {}
+    for uuid, state, entry in found:
+        if state == "H" and entry.offerset:
+            sets.setdefault(entry.offerset, []).append(entry)
+        else:
+            sets[f"alone {uuid}"] = [entry]
+    for held in sets.values():
+        most: dict[int, tuple[int, int]] = {}
+        for entry in held:
+            for slot in range(max(entry.first, first), min(entry.last, last)):
+                was = most.get(slot, (0, 0))
+                most[slot] = (max(was[0], entry.cores), max(was[1], entry.memory))
+        for slot, (c, m) in most.items():
+            cores[slot - first] += c
+            memory[slot - first] += m
+    return cores, memory
+
+
 async def calendar_matches_entries(store: Store, first: int, last: int) -> None:
-    """The store's step function is what its entries add up to, and never over capacity."""
-    found = await store.entries("small")
-    expected = Steps()
-    for _, _, entry in found:
-        expected.add(entry)
+    """The store's step function is what its entries add up to (each offer set's holds
+    as their envelope), and never over capacity."""
+    expected = model_usage(await store.entries("small"), first, last)
     usage = await store.usage("small", first, last)
-    assert usage.per_slot(first, last) == expected.per_slot(first, last)
+    assert usage.per_slot(first, last) == expected
     peak = usage.peak(first, last)
     assert peak[0] <= BUSY.cores
     assert peak[1] <= BUSY.memory
@@ -165,6 +239,42 @@ async def test_a_calendar_kept_per_slot_is_migrated_to_change_points(
         assert usage.per_slot(90, 210)[0] == [0] * 10 + [2] * 30 + [3] * 30 + [1] * 40 + [0] * 10
         assert usage.points == [90, 100, 130, 160, 200]
         assert await client.exists(old) == 0
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_the_migration_counts_each_offer_sets_holds_as_their_envelope(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    import redis.asyncio
+
+    from talicada.broker.store.redis import RedisStore
+    from talicada.constants import Keys
+
+    # Given a per-slot calendar whose entries are a booking, a set's two holds, and
+    # a hold written before holds named their set
+    keys = Keys(redis_key_prefix)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await client.hset(
+        keys.calendar_entries("small"),
+        mapping={
+            "booked": "B|100|160|2|4",
+            "one": "H|130|200|1|3|set",
+            "two": "H|150|220|2|1|set",
+            "old": "H|210|230|1|1",
+        },
+    )
+    await client.hset(keys.calendar_usage("small"), mapping={"c100": 2})
+    # When a broker of this version connects
+    store = await RedisStore.connect(redis_url, prefix=redis_key_prefix)
+    try:
+        # Then the booking and the old hold count alone, the set as its envelope
+        usage = await store.usage("small", 100, 230)
+        expected = model_usage(await store.entries("small"), 100, 230)
+        assert usage.per_slot(100, 230) == expected
+        assert usage.level(155) == (2 + 2, 4 + 3)  # the set: most cores of one, memory of other
+        assert usage.level(215) == (2 + 1, 1 + 1)
     finally:
         await store.close()
         await client.aclose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from talicada.schema.iso8601 import format_instant
 from talicada.settings import PlatformSettings
 from tests.conftest import ClientFactory
 from tests.replicas import Client, replicas_of
+from tests.test_calendar import model_usage
 
 TINY = PlatformSettings(name="tiny", cores=4, memory=8)
 CLIENTS = 50
@@ -71,24 +71,19 @@ async def test_fifty_concurrent_clients_never_overbook_a_small_platform(
     accepted = [uuid for _, uuid in results if uuid]
     assert len(accepted) >= 2, "the run must actually book something"
 
-    # Then no slot of the calendar is ever over capacity, counting every entry
-    per_slot: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
+    # Then no slot of the calendar is ever over capacity, counting every booking
+    # and each offer set's pending holds as their envelope
     entries = await store.entries("tiny")
     assert {uuid for uuid, state, _ in entries if state == "B"} == set(accepted)
-    for _, _, entry in entries:
-        for slot in range(entry.first, entry.last):
-            per_slot[slot][0] += entry.cores
-            per_slot[slot][1] += entry.memory
-    assert per_slot
-    assert max(cores for cores, _ in per_slot.values()) <= TINY.cores
-    assert max(memory for _, memory in per_slot.values()) <= TINY.memory
+    first = min(entry.first for _, _, entry in entries)
+    last = max(entry.last for _, _, entry in entries)
+    cores, memory = model_usage(entries, first, last)
+    assert max(cores) <= TINY.cores
+    assert max(memory) <= TINY.memory
 
     # And the calendar's counters agree with its entries
-    first, last = min(per_slot), max(per_slot) + 1
     usage = await store.usage("tiny", first, last)
-    cores, memory = usage.per_slot(first, last)
-    assert cores == [per_slot[slot][0] for slot in range(first, last)]
-    assert memory == [per_slot[slot][1] for slot in range(first, last)]
+    assert usage.per_slot(first, last) == (cores, memory)
 
     # And every offer set has at most one accepted offer
     for offerset, _ in results:

@@ -6,15 +6,21 @@ Holding, accepting, releasing and resizing touch the points inside the
 window, so their cost grows with the bookings that overlap it and never with
 its length. Time is counted in whole slots, bookings rounded outwards. Pure
 code: the stores keep the points, this module does the sums.
+
+The offers of one offer set are alternatives (at most one is ever accepted),
+so their holds on a platform count together as their envelope
+(:func:`envelope_change`, :meth:`Steps.reshape`): per slot the most cores and,
+apart, the most memory any of them holds, never the sum. Bookings count alone.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +49,67 @@ class Slots:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A hold or booking of ``cores`` and ``memory`` over slots [first, last)."""
+    """A hold or booking of ``cores`` and ``memory`` over slots [first, last).
+
+    ``offerset`` names the offer set of a hold: the holds of one set count as
+    their envelope. It is empty for bookings, and for holds written before
+    sets were recorded (each of those counts alone, as it was counted).
+    """
 
     platform: str
     first: int
     last: int
     cores: int
     memory: int
+    offerset: str = ""
 
     def encode(self, state: str) -> str:
-        """The compact form the Redis calendar keeps: ``state|first|last|cores|memory``."""
-        return f"{state}|{self.first}|{self.last}|{self.cores}|{self.memory}"
+        """The compact form the Redis calendar keeps: ``state|first|last|cores|memory``,
+        then ``|offerset`` when there is one (``lua/common.lua`` reads the same)."""
+        text = f"{state}|{self.first}|{self.last}|{self.cores}|{self.memory}"
+        return f"{text}|{self.offerset}" if self.offerset else text
 
     @classmethod
     def decode(cls, platform: str, text: str) -> tuple[str, Entry]:
-        """The state and entry of an encoded calendar entry."""
-        state, first, last, cores, memory = text.split("|")
-        return state, cls(platform, int(first), int(last), int(cores), int(memory))
+        """The state and entry of an encoded calendar entry (with or without its set)."""
+        state, first, last, cores, memory, *offerset = text.split("|")
+        entry = cls(platform, int(first), int(last), int(cores), int(memory), *offerset)
+        return state, entry
+
+
+def _most(entries: Sequence[Entry], slot: int) -> tuple[int, int]:
+    """The most cores and, apart, the most memory any of ``entries`` holds in ``slot``."""
+    cores = memory = 0
+    for entry in entries:
+        if entry.first <= slot < entry.last:
+            cores, memory = max(cores, entry.cores), max(memory, entry.memory)
+    return cores, memory
+
+
+def envelope_change(before: Sequence[Entry], after: Sequence[Entry]) -> list[Entry]:
+    """Where the envelope of ``after`` differs from the envelope of ``before``, and by
+    how much: stretches in slot order whose cores and memory are signed differences.
+
+    The envelope of an offer set's holds is, per slot, the most cores and the
+    most memory (each on its own, which may be more than any one offer, never
+    less) that any of them holds: what the set may ever need at once, since at
+    most one of its offers is accepted. It has a point where some hold begins
+    or ends, so this costs the square of a few offers, not the slots.
+    ``lua/common.lua`` (``envelope_change``) computes the same.
+    """
+    bounds = sorted({slot for entry in (*before, *after) for slot in (entry.first, entry.last)})
+    stretches: list[Entry] = []
+    for start, end in pairwise(bounds):
+        was, now = _most(before, start), _most(after, start)
+        if now == was:
+            continue
+        cores, memory = now[0] - was[0], now[1] - was[1]
+        last = stretches[-1] if stretches else None
+        if last is not None and last.last == start and (last.cores, last.memory) == (cores, memory):
+            stretches[-1] = replace(last, last=end)
+        else:
+            stretches.append(Entry("", start, end, cores, memory))
+    return stretches
 
 
 class Steps:
@@ -138,6 +188,29 @@ class Steps:
         # Only the two ends can have become redundant: inside, neighbours moved together.
         self._tidy(end)
         self._tidy(start)
+
+    def reshape(
+        self,
+        before: Sequence[Entry],
+        after: Sequence[Entry],
+        capacity: tuple[int, int] | None = None,
+    ) -> bool:
+        """Count the envelope of ``after`` instead of the envelope of ``before``
+        (one offer set's holds, before and after a change; see :func:`envelope_change`).
+
+        With ``capacity``, only when every stretch where it grows has room
+        there (False, nothing changed, when one has not). A hold leaving its
+        set never makes the envelope grow, so it needs no room.
+        """
+        stretches = envelope_change(before, after)
+        if capacity is not None:
+            for stretch in stretches:
+                grows = replace(stretch, cores=max(stretch.cores, 0), memory=max(stretch.memory, 0))
+                if (grows.cores or grows.memory) and not self.fits(grows, capacity):
+                    return False
+        for stretch in stretches:
+            self.add(stretch)
+        return True
 
     def add_range(self, other: Steps, first: int, last: int) -> None:
         """Count everything ``other`` has in use over [first, last) in as well."""

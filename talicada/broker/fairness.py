@@ -4,6 +4,10 @@ Offers hold capacity until they expire (or are accepted or rejected), so
 without a bound one client could keep a whole platform held by offers it
 never takes. Here:
 
+- in the calendar, the offers of one set hold their envelope, not their sum
+  (per slot the most cores and, apart, the most memory any of them holds:
+  ``calendar.envelope_change``), so a set of four overlapping 2-core offers
+  keeps 2 cores from other clients, not 8;
 - what an owner holds on a platform is, per offer set, its largest offer
   there (siblings are alternatives: at most one is ever accepted), summed over
   the owner's unexpired offer sets;

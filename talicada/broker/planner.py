@@ -108,7 +108,10 @@ def plan_known(
 
     Offers are spaced by the requested duration so they are real alternatives
     (now, or after that, …) rather than near-copies holding the same capacity.
-    ``usage`` is not changed.
+    Each is planned on ``usage`` alone, never on top of its siblings: the
+    offers of one set are alternatives, held as their envelope (per slot the
+    most any of them holds, ``calendar.envelope_change``), and that fits
+    exactly when each offer does. ``usage`` is not changed.
 
     ``usage`` may be only the head of the calendar: levels are known for the
     slots before ``known_until`` (None: the whole search range was read). The
@@ -118,11 +121,10 @@ def plan_known(
     must decide. So the planner reads as much calendar as its windows need,
     not the whole start interval (``service._plan_platform``).
     """
-    view = usage.copy()
     windows: list[Window] = []
     start = demand.earliest
     while len(windows) < limit and start <= demand.latest:
-        found = _first_fit(demand, view, capacity, start, slots, known_until)
+        found = _first_fit(demand, usage, capacity, start, slots, known_until)
         if found is _UNKNOWN:
             return windows, False
         if found is None:
@@ -130,7 +132,6 @@ def plan_known(
         available, cores, memory = found
         first, last = booking(available, demand.preparation, demand.duration, demand.release, slots)
         entry = Entry(platform, first, last, cores, memory)
-        view.add(entry)
         windows.append(
             Window(
                 preparing=available - demand.preparation,

@@ -72,15 +72,21 @@ class Store(Protocol):
         history: Sequence[Transition],
         owner_caps: Mapping[str, tuple[int, int]] | None = None,
     ) -> int | None:
-        """Save an offer set and hold each offer's capacity, all or nothing.
+        """Save an offer set and hold its offers' capacity, all or nothing.
 
-        Returns None when saved, the index of the first offer that no longer
-        fits (someone else took the capacity since the planner looked), or
-        :data:`OVER_CAP` when, with ``owner_caps`` (cores and GiB per
-        platform), the owner's pending offer sets and this one would hold more
-        than that; then nothing is saved. ``history[i]`` is the first
-        transition of offer i. The set's share (:func:`held_shares`) counts
-        toward :meth:`held` until it stops pending.
+        The offers are alternatives (at most one is ever accepted), so on each
+        platform the set holds their envelope: per slot the most cores and,
+        apart, the most memory any of them holds (``calendar.envelope_change``).
+        An offer leaving the set (rejected, expired, resized, accepted and so
+        booked alone) reshapes the envelope of the rest.
+
+        Returns None when saved, the index of the first offer that does not
+        fit on what is in use (someone else took the capacity since the
+        planner looked), or :data:`OVER_CAP` when, with ``owner_caps`` (cores
+        and GiB per platform), the owner's pending offer sets and this one
+        would hold more than that; then nothing is saved. ``history[i]`` is
+        the first transition of offer i. The set's share (:func:`held_shares`)
+        counts toward :meth:`held` until it stops pending.
         """
 
     async def held(self, owner: str) -> Held:
@@ -156,7 +162,8 @@ class Store(Protocol):
         cursor of the next page."""
 
     async def entries(self, platform: str) -> list[tuple[str, str, Entry]]:
-        """Every calendar entry of ``platform`` as (session uuid, state H|B, entry)."""
+        """Every calendar entry of ``platform`` as (session uuid, state H|B, entry);
+        a hold's entry names its offer set (``Entry.offerset``)."""
 
     async def ping(self) -> bool:
         """Whether the store answers (readiness)."""

@@ -11,6 +11,7 @@ import heapq
 import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Generic, TypeVar, cast
 
 import msgspec
@@ -77,23 +78,71 @@ class _Encoded(Generic[R]):
 
 
 class _Calendar:
-    """One platform: its step function of use, and the entries that make it up."""
+    """One platform: its step function of use, and the entries that make it up.
+
+    The holds of one offer set count as their envelope (``calendar.py``): an
+    entry that joins or leaves a set's holds, or changes, reshapes the set's
+    envelope; a booking, or a hold without a set, counts alone.
+    """
 
     def __init__(self) -> None:
         self.steps = Steps()
         self.entries: dict[str, tuple[str, Entry]] = {}
+        #: Offer set → the uuids of its holds here (those its envelope is made of).
+        self.sets: defaultdict[str, set[str]] = defaultdict(set)
 
-    def fits(self, entry: Entry, capacity: tuple[int, int]) -> bool:
-        return self.steps.fits(entry, capacity)
+    def counted_with(self, uuid: str) -> list[str]:
+        """The entries counted together with ``uuid``'s (itself included): its set's holds."""
+        state, entry = self.entries[uuid]
+        if state != "H" or not entry.offerset:
+            return [uuid]
+        return sorted(self.sets.get(entry.offerset, {uuid}))
 
-    def add(self, uuid: str, entry: Entry) -> None:
-        self.entries[uuid] = ("H", entry)
-        self.steps.add(entry)
+    def _change(self, uuid: str, moved: Entry | None, capacity: tuple[int, int] | None) -> bool:
+        """Replace ``uuid``'s entry by ``moved`` (None: drop it) in what is counted."""
+        together = self.counted_with(uuid)
+        before = [self.entries[each][1] for each in together]
+        after = [moved if each == uuid else self.entries[each][1] for each in together]
+        return self.steps.reshape(before, [entry for entry in after if entry is not None], capacity)
+
+    def hold(self, holds: Mapping[str, Entry]) -> None:
+        """Count one offer set's holds here: their envelope (each fits: see ``hold``)."""
+        for uuid, entry in holds.items():
+            self.entries[uuid] = ("H", entry)
+            self.sets[entry.offerset].add(uuid)
+        self.steps.reshape([], list(holds.values()))
+
+    def book(self, uuid: str) -> None:
+        """Turn a hold into a booking: it leaves its set's envelope and counts alone
+        (it is part of the envelope, so it fits where the envelope did)."""
+        entry = self.entries[uuid][1]
+        self._change(uuid, None, None)
+        self._leave_set(uuid, entry)
+        booked = replace(entry, offerset="")
+        self.entries[uuid] = ("B", booked)
+        self.steps.add(booked)
 
     def free(self, uuid: str) -> None:
-        found = self.entries.pop(uuid, None)
-        if found is not None:
-            self.steps.add(found[1], -1)
+        if uuid not in self.entries:
+            return
+        self._change(uuid, None, None)
+        self._leave_set(uuid, self.entries.pop(uuid)[1])
+
+    def rebook(self, uuid: str, last: int, capacity: tuple[int, int]) -> bool:
+        """Move the end of ``uuid``'s entry to ``last``; False (nothing changed) without room."""
+        state, entry = self.entries[uuid]
+        moved = replace(entry, last=last)
+        if not self._change(uuid, moved, capacity):
+            return False
+        self.entries[uuid] = (state, moved)
+        return True
+
+    def _leave_set(self, uuid: str, entry: Entry) -> None:
+        holds = self.sets.get(entry.offerset)
+        if holds is not None:
+            holds.discard(uuid)
+            if not holds:
+                del self.sets[entry.offerset]
 
 
 class MemoryStore:
@@ -147,15 +196,19 @@ class MemoryStore:
                 cap_memory and held_memory + memory > cap_memory
             ):
                 return OVER_CAP
-        # Hold one offer after the other (offers of one set may overlap each
-        # other); when one no longer fits, take back those already held.
+        # Each offer must fit on top of what is in use; then so does the set's
+        # envelope on each platform: in every slot its cores are one offer's
+        # cores and its memory one offer's memory, and each of those fits.
         for index, offer in enumerate(offers):
-            calendar = self._calendars[offer.platform]
-            if not calendar.fits(offer.booking.entry(offer.platform), capacity[offer.platform]):
-                for held in offers[:index]:
-                    self._calendars[held.platform].free(held.uuid)
+            steps = self._calendars[offer.platform].steps
+            if not steps.fits(offer.booking.entry(offer.platform), capacity[offer.platform]):
                 return index
-            calendar.add(offer.uuid, offer.booking.entry(offer.platform))
+        holds: defaultdict[str, dict[str, Entry]] = defaultdict(dict)
+        for offer in offers:
+            entry = replace(offer.booking.entry(offer.platform), offerset=offerset.uuid)
+            holds[offer.platform][offer.uuid] = entry
+        for platform, held in holds.items():
+            self._calendars[platform].hold(held)
         self._offersets[offerset.uuid] = offerset
         for offer, first in zip(offers, history, strict=True):
             self._sessions[offer.uuid] = offer
@@ -231,8 +284,7 @@ class MemoryStore:
         self._set(uuid, record)
         self._timers.pop(constants.timer("expire", uuid), None)
         self._set_timer(constants.timer("start", uuid), now)
-        calendar = self._calendars[offer.platform]
-        calendar.entries[uuid] = ("B", calendar.entries[uuid][1])
+        self._calendars[offer.platform].book(uuid)
         self._release_share(offer.offerset, whole=True)
         offerset = self._offersets.get(offer.offerset)
         for sibling in offerset.offers if offerset else []:
@@ -292,19 +344,7 @@ class MemoryStore:
         calendar = self._calendars[self._sessions[uuid].platform]
         if uuid not in calendar.entries:
             return True
-        state, entry = calendar.entries[uuid]
-        if rebook.last > entry.last:
-            gained = Entry(entry.platform, entry.last, rebook.last, entry.cores, entry.memory)
-            if not calendar.fits(gained, rebook.capacity):
-                return False
-            calendar.steps.add(gained)
-        elif rebook.last < entry.last:
-            calendar.steps.add(
-                Entry(entry.platform, rebook.last, entry.last, entry.cores, entry.memory), -1
-            )
-        moved = Entry(entry.platform, entry.first, rebook.last, entry.cores, entry.memory)
-        calendar.entries[uuid] = (state, moved)
-        return True
+        return calendar.rebook(uuid, rebook.last, rebook.capacity)
 
     async def load(self, uuid: str) -> tuple[LiveSession, int] | None:
         record = self._sessions.get(uuid)

@@ -228,6 +228,7 @@ class RedisStore:
         for platform in platforms:
             cap = (owner_caps or {}).get(platform, (0, 0))
             args += [platform, *shares[platform], *cap]
+        args.append(offerset.uuid)
         clash = int(await self._run(self._hold, keys, args))
         if clash < 0:
             return OVER_CAP
@@ -387,6 +388,7 @@ class RedisStore:
             self.keys.timers(),
             self.keys.calendar_points(change.record.platform),
             self.keys.calendar_entries(change.record.platform),
+            self.keys.offerset(change.record.offerset),
             *(self.keys.stream(role) for role, _ in change.events),
         ]
         args: list[Any] = [

@@ -1,5 +1,8 @@
 -- OFFERED -> ACCEPTED: the hold becomes a booking and OFFERED siblings are
 -- REJECTED, their holds freed. At most one offer of a set is ever accepted.
+-- The set's holds counted as their envelope: the booking leaves it and counts
+-- alone (it fits: it was part of it), and as each sibling goes the envelope
+-- shrinks to that of the rest, so nothing is freed twice.
 -- The accepted session gets a 'start' timer due now: the lifecycle engine
 -- takes it from there, and the timer survives a broker dying right here.
 --
@@ -25,8 +28,8 @@ redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[9])
 redis.call('ZADD', KEYS[4], now, ARGV[10])
-local entry = redis.call('HGET', KEYS[6], uuid)
-if entry then redis.call('HSET', KEYS[6], uuid, 'B' .. string.sub(entry, 2)) end
+local members = members_of(KEYS[3])
+book_entry(KEYS[5], KEYS[6], uuid, members)
 announce(KEYS[7], maxlen, field, ARGV[8])
 release_held(KEYS[3], KEYS[#KEYS])
 
@@ -36,7 +39,7 @@ for j = 11, #ARGV, 3 do
   sibling = sibling + 1
   if redis.call('HGET', KEYS[k + 1], 'phase') == 'OFFERED' then
     finish_session(KEYS[k + 1], KEYS[k + 2], KEYS[4], KEYS[k + 3], KEYS[k + 4], ARGV[j],
-      'REJECTED', ARGV[4], retention, ARGV[j + 2])
+      'REJECTED', ARGV[4], retention, ARGV[j + 2], members)
     announce(KEYS[7], maxlen, field, ARGV[j + 1])
   end
 end

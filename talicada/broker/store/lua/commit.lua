@@ -3,6 +3,7 @@
 -- rule: no event without its change, no change without its events).
 --
 -- KEYS: session, history, applied deliveries, timers, points, entries,
+--       the session's offer set (its offers: a hold counts with its siblings'),
 --       then one stream key per event.
 -- ARGV: expected version, phase, record, delivery ('' = none), final ('1'/'0'),
 --       retention ms, stream maxlen, stream field, session uuid,
@@ -13,6 +14,7 @@
 -- Returns 'ok', 'stale' (version moved on), 'duplicate' (delivery applied),
 -- 'full' (the booking cannot grow: nothing written) or 'missing'.
 local session, history, applied, timers, points, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local offerset = KEYS[7]
 if redis.call('EXISTS', session) == 0 then return 'missing' end
 local delivery = ARGV[4]
 if delivery ~= '' and redis.call('SISMEMBER', applied, delivery) == 1 then return 'duplicate' end
@@ -20,7 +22,7 @@ if tonumber(redis.call('HGET', session, 'v') or '0') ~= tonumber(ARGV[1]) then r
 
 local retention, maxlen, field = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 if ARGV[10] ~= '' and not rebook(points, entries, ARGV[9], tonumber(ARGV[10]),
-    tonumber(ARGV[11]), tonumber(ARGV[12])) then
+    tonumber(ARGV[11]), tonumber(ARGV[12]), members_of(offerset)) then
   return 'full'
 end
 redis.call('HSET', session, 'phase', ARGV[2], 'doc', ARGV[3])
@@ -33,7 +35,7 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('ZADD', timers, tonumber(ARGV[i + 1]), ARGV[i]); i = i + 2 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('ZREM', timers, ARGV[i]); i = i + 1 end
-for k = 7, #KEYS do
+for k = 8, #KEYS do
   redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', field, ARGV[i]); i = i + 1
 end
 if delivery ~= '' then
@@ -41,7 +43,7 @@ if delivery ~= '' then
   redis.call('PEXPIRE', applied, retention)
 end
 if ARGV[5] == '1' then
-  free_entry(points, entries, ARGV[9])
+  free_entry(points, entries, ARGV[9], members_of(offerset))
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)
 end

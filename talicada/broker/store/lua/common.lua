@@ -1,9 +1,20 @@
 -- Shared by the scripts that change state (prepended when loaded).
 
--- A calendar entry 'state|first|last|cores|memory', parsed.
+-- A calendar entry 'state|first|last|cores|memory[|offerset]', parsed. A hold
+-- names its offer set: the holds of one set count as their envelope (below).
+-- Bookings, and holds written before sets were recorded, name none ('') and
+-- count alone.
 local function parse_entry(entry)
-  local state, first, last, cores, memory = string.match(entry, '^(%a)|(-?%d+)|(-?%d+)|(%d+)|(%d+)$')
-  return state, tonumber(first), tonumber(last), tonumber(cores), tonumber(memory)
+  local state, first, last, cores, memory, rest =
+    string.match(entry, '^(%a)|(-?%d+)|(-?%d+)|(%d+)|(%d+)(.*)$')
+  return state, tonumber(first), tonumber(last), tonumber(cores), tonumber(memory),
+    string.sub(rest, 2)
+end
+
+local function format_entry(state, first, last, cores, memory, offerset)
+  local text = table.concat({state, first, last, cores, memory}, '|')
+  if offerset ~= '' then text = text .. '|' .. offerset end
+  return text
 end
 
 -- The calendar of a platform is a step function kept in one sorted set: each
@@ -88,13 +99,139 @@ local function fits(points, first, last, cores, memory, cap_cores, cap_memory)
   return true
 end
 
--- Free a session's calendar entry: take its size off the calendar.
-local function free_entry(points, entries, uuid)
+-- The offers of an offer set, as hold.lua listed them in its hash ('offers').
+local function members_of(offerset)
+  local found = {}
+  for uuid in string.gmatch(redis.call('HGET', offerset, 'offers') or '', '%S+') do
+    found[#found + 1] = uuid
+  end
+  return found
+end
+
+-- The offers of one set are alternatives (at most one is ever accepted), so
+-- their holds on a platform count together as their envelope: per slot the
+-- most cores and, apart, the most memory any of them holds. Each change to a
+-- set's holds replaces the envelope of the holds before it by the envelope of
+-- those after it (talicada/broker/calendar.py, envelope_change and
+-- Steps.reshape, does the same sums). A hold is {first, last, cores, memory}.
+
+local function most(holds, slot)
+  local cores, memory = 0, 0
+  for _, hold in ipairs(holds) do
+    if hold[1] <= slot and slot < hold[2] then
+      if hold[3] > cores then cores = hold[3] end
+      if hold[4] > memory then memory = hold[4] end
+    end
+  end
+  return cores, memory
+end
+
+-- Where the envelope of after differs from that of before: stretches
+-- {first, last, cores, memory} of signed differences, in slot order.
+local function envelope_change(before, after)
+  local bounds, seen = {}, {}
+  for _, holds in ipairs({before, after}) do
+    for _, hold in ipairs(holds) do
+      for b = 1, 2 do
+        if not seen[hold[b]] then
+          seen[hold[b]] = true
+          bounds[#bounds + 1] = hold[b]
+        end
+      end
+    end
+  end
+  table.sort(bounds)
+  local stretches = {}
+  for i = 1, #bounds - 1 do
+    local start, stop = bounds[i], bounds[i + 1]
+    local was_cores, was_memory = most(before, start)
+    local cores, memory = most(after, start)
+    cores, memory = cores - was_cores, memory - was_memory
+    if cores ~= 0 or memory ~= 0 then
+      local last = stretches[#stretches]
+      if last and last[2] == start and last[3] == cores and last[4] == memory then
+        last[2] = stop
+      else
+        stretches[#stretches + 1] = {start, stop, cores, memory}
+      end
+    end
+  end
+  return stretches
+end
+
+-- Count the envelope of after instead of that of before. With capacity, only
+-- when every stretch where it grows has room (false, nothing changed, when one
+-- has not); a hold leaving its set never makes it grow.
+local function reshape(points, before, after, cap_cores, cap_memory)
+  local stretches = envelope_change(before, after)
+  if cap_cores then
+    for _, s in ipairs(stretches) do
+      local cores, memory = math.max(s[3], 0), math.max(s[4], 0)
+      if (cores > 0 or memory > 0)
+          and not fits(points, s[1], s[2], cores, memory, cap_cores, cap_memory) then
+        return false
+      end
+    end
+  end
+  for _, s in ipairs(stretches) do count(points, s[1], s[2], s[3], s[4], 1) end
+  return true
+end
+
+-- The entries counted together with uuid's (which must exist): the holds of
+-- its offer set on this platform, whose offers are members; or, for a booking
+-- or a hold of no set, itself. As {uuid = hold}.
+local function counted_with(entries, uuid, members)
+  local state, first, last, cores, memory, offerset = parse_entry(redis.call('HGET', entries, uuid))
+  local together = {[uuid] = {first, last, cores, memory}}
+  if state ~= 'H' or offerset == '' then return together end
+  local others = {}
+  for _, member in ipairs(members) do
+    if member ~= uuid then others[#others + 1] = member end
+  end
+  if #others == 0 then return together end
+  local found = redis.call('HMGET', entries, unpack(others))
+  for i, member in ipairs(others) do
+    if found[i] then
+      local s, f, l, c, m, set = parse_entry(found[i])
+      if s == 'H' and set == offerset then together[member] = {f, l, c, m} end
+    end
+  end
+  return together
+end
+
+local function holds_of(together)
+  local list = {}
+  for _, hold in pairs(together) do list[#list + 1] = hold end
+  return list
+end
+
+-- Replace uuid's entry by moved ({first, last, cores, memory}; nil: drop it)
+-- in what the calendar counts; with capacity only when there is room for it.
+local function change_entry(points, entries, uuid, members, moved, cap_cores, cap_memory)
+  local together = counted_with(entries, uuid, members)
+  local before = holds_of(together)
+  together[uuid] = moved
+  return reshape(points, before, holds_of(together), cap_cores, cap_memory)
+end
+
+-- Free a session's calendar entry: take it off the calendar (for a hold, its
+-- set's envelope becomes that of the set's other holds). members: the offers
+-- of the session's offer set (members_of).
+local function free_entry(points, entries, uuid, members)
+  if redis.call('HEXISTS', entries, uuid) == 0 then return end
+  change_entry(points, entries, uuid, members, nil)
+  redis.call('HDEL', entries, uuid)
+end
+
+-- Turn a hold into a booking: it leaves its set's envelope and counts alone.
+-- It was part of that envelope, so it fits wherever the envelope did.
+local function book_entry(points, entries, uuid, members)
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return end
   local _, first, last, cores, memory = parse_entry(entry)
-  count(points, first, last, cores, memory, -1)
-  redis.call('HDEL', entries, uuid)
+  change_entry(points, entries, uuid, members, nil)
+  count(points, first, last, cores, memory, 1)
+  redis.call('HSET', entries, uuid, format_entry('B', first, last, cores, memory, ''))
 end
 
 -- An offer set's share of its owner's held capacity, 'platform|cores|memory;...'
@@ -122,30 +259,26 @@ end
 -- the caller: timer names are made in Python only), free its capacity and let
 -- its keys expire after the retention period.
 local function finish_session(session, history, timers, points, entries, uuid, target, record,
-    retention, expire_timer)
+    retention, expire_timer, members)
   redis.call('HSET', session, 'phase', target)
   redis.call('HINCRBY', session, 'v', 1)
   redis.call('RPUSH', history, record)
   redis.call('ZREM', timers, expire_timer)
-  free_entry(points, entries, uuid)
+  free_entry(points, entries, uuid, members)
   redis.call('PEXPIRE', session, retention)
   redis.call('PEXPIRE', history, retention)
 end
 
--- Move the end of a booking to slot new_last: slots gained must have room
--- (false when they do not, nothing changed); slots lost are freed.
-local function rebook(points, entries, uuid, new_last, cap_cores, cap_memory)
+-- Move the end of a booking (or hold) to slot new_last: slots gained must have
+-- room (false when they do not, nothing changed); slots lost are freed.
+local function rebook(points, entries, uuid, new_last, cap_cores, cap_memory, members)
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return true end
-  local state, first, last, cores, memory = parse_entry(entry)
-  if new_last > last then
-    if not fits(points, last, new_last, cores, memory, cap_cores, cap_memory) then
-      return false
-    end
-    count(points, last, new_last, cores, memory, 1)
-  elseif new_last < last then
-    count(points, new_last, last, cores, memory, -1)
+  local state, first, _, cores, memory, offerset = parse_entry(entry)
+  if not change_entry(points, entries, uuid, members, {first, new_last, cores, memory},
+      cap_cores, cap_memory) then
+    return false
   end
-  redis.call('HSET', entries, uuid, table.concat({state, first, new_last, cores, memory}, '|'))
+  redis.call('HSET', entries, uuid, format_entry(state, first, new_last, cores, memory, offerset))
   return true
 end

@@ -1,4 +1,4 @@
--- Save an offer set and hold every offer's capacity, all or nothing.
+-- Save an offer set and hold its offers' capacity, all or nothing.
 --
 -- KEYS: offerset, timers, then per offer (session, history, owner index),
 --       then per platform (calendar points, entries), then the lifecycle stream,
@@ -9,10 +9,13 @@
 --       lifecycle event, expiry timer name), then per platform (capacity cores, capacity memory),
 --       then stream maxlen and stream field, the offers' expiry ms, then per
 --       platform (name, the set's share in cores and GiB, the owner's cap in
---       cores and GiB, 0 = none).
+--       cores and GiB, 0 = none), then the offer set's uuid.
 -- Returns 0 when saved (or saved before), the number (1-based) of the first
 -- offer that no longer fits, or -(platform number) when the owner's pending
 -- offers would hold more than its cap there; in either case nothing was written.
+--
+-- The set's offers are alternatives, so on each platform they hold their
+-- envelope (common.lua), not their sum.
 local offers, platforms, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Saved already: this is a retry of a call whose reply was lost (a dropped
 -- connection). Holding again would count the capacity twice.
@@ -49,30 +52,28 @@ local function offer_args(i)
     ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
 end
 
--- Hold one offer after the other (offers of one set may overlap each other);
--- when one no longer fits, take back those already held and write nothing.
+-- Every offer must fit on its own on top of what is in use. Then so does the
+-- set's envelope on each platform: in every slot its cores are one offer's
+-- cores and its memory one offer's memory, and each of those fits.
 for i = 1, offers do
   local _, _, p, first, last, cores, memory = offer_args(i)
   local points = KEYS[platform_keys + (p - 1) * 2 + 1]
   local cap_cores = tonumber(ARGV[capacity_args + (p - 1) * 2 + 1])
   local cap_memory = tonumber(ARGV[capacity_args + (p - 1) * 2 + 2])
-  if not fits(points, first, last, cores, memory, cap_cores, cap_memory) then
-    for j = 1, i - 1 do
-      local _, _, q, held_first, held_last, held_cores, held_memory = offer_args(j)
-      count(KEYS[platform_keys + (q - 1) * 2 + 1], held_first, held_last, held_cores,
-        held_memory, -1)
-    end
-    return i
-  end
-  count(points, first, last, cores, memory, 1)
+  if not fits(points, first, last, cores, memory, cap_cores, cap_memory) then return i end
 end
 
 -- Apply.
+local offerset = ARGV[#ARGV]
+local holds, uuids = {}, {}
 for i = 1, offers do
   local uuid, doc, p, first, last, cores, memory, expires, created, record, event, timer =
     offer_args(i)
   local entries = KEYS[platform_keys + (p - 1) * 2 + 2]
-  redis.call('HSET', entries, uuid, table.concat({'H', first, last, cores, memory}, '|'))
+  redis.call('HSET', entries, uuid, format_entry('H', first, last, cores, memory, offerset))
+  holds[p] = holds[p] or {}
+  holds[p][#holds[p] + 1] = {first, last, cores, memory}
+  uuids[i] = uuid
   local k = 2 + (i - 1) * 3
   redis.call('HSET', KEYS[k + 1], 'phase', 'OFFERED', 'doc', doc, 'expires', expires)
   redis.call('RPUSH', KEYS[k + 2], record)
@@ -84,6 +85,9 @@ for i = 1, offers do
   redis.call('ZADD', everyone, created, uuid)
   announce(KEYS[stream_key], maxlen, field, event)
 end
+for p = 1, platforms do
+  if holds[p] then reshape(KEYS[platform_keys + (p - 1) * 2 + 1], {}, holds[p]) end
+end
 local shares = {}
 for p = 1, platforms do
   local name, cores, memory = share_args_of(p)
@@ -93,6 +97,8 @@ for p = 1, platforms do
   if tonumber(expires) > latest then redis.call('HSET', held_key, 'e:' .. name, expires) end
   shares[#shares + 1] = name .. '|' .. cores .. '|' .. memory
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'held', table.concat(shares, ';'), 'open', offers)
+-- The set's offers ('offers'), for the scripts that later change one of its holds.
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'held', table.concat(shares, ';'), 'open', offers,
+  'offers', table.concat(uuids, ' '))
 redis.call('PEXPIRE', KEYS[1], retention)
 return 0
