@@ -9,6 +9,7 @@ accepts, rejections, expiries, cancellations and resizes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from talicada.broker.calendar import Entry
 from talicada.broker.engine import Change, Rebook
 from talicada.broker.records import Booking, OfferSetRecord, SessionRecord, Transition
-from talicada.broker.service import Broker
+from talicada.broker.service import Broker, OfferSetView
 from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
@@ -212,7 +213,7 @@ async def run(stores: Stores, operations: list[tuple[Any, ...]]) -> Model:
             live = offered + booked
             uuid = live[args[0] % len(live)]
             entry = model.entry(uuid)
-            moved = msgspec.structs.replace(entry, last=entry.first + args[1])
+            moved = dataclasses.replace(entry, last=entry.first + args[1])
             table = model.holds if uuid in model.holds else model.bookings
             table[uuid] = moved
             room = model.within()
@@ -276,6 +277,13 @@ async def test_both_stores_count_each_offer_sets_holds_as_their_envelope(
         await client.aclose()
 
 
+async def shape_of(broker: Broker, made: OfferSetView) -> SessionRecord:
+    """The first offer of ``made``, to copy; every offer of it rejected (nothing held)."""
+    for offer in made.offers:
+        await broker.update_phase(offer.record.uuid, "alice", "REJECTED", "client")
+    return made.offers[0].record
+
+
 def eight_cores(store: Store, clock: FakeClock) -> Broker:
     settings_ = msgspec.structs.replace(load(environ={}, max_offers=4), platforms=[EIGHT])
     return Broker(settings_, store, clock=clock)
@@ -290,8 +298,7 @@ async def test_four_overlapping_siblings_of_two_cores_hold_two_and_others_get_of
     # Given a client holding an offer set of four offers of 2 cores in one window
     # (the shape of any set whose offers overlap)
     made = await broker.request(valid(ping(cores=(2, 2), start=soon), clock), "alice")
-    shape = made.offers[0].record
-    await broker.update_phase(shape.uuid, "alice", "REJECTED", "client")
+    shape = await shape_of(broker, made)
     offerset = msgspec.structs.replace(made.record, uuid="set-of-four", offers=[])
     siblings = [
         msgspec.structs.replace(shape, uuid=f"sibling-{i}", offerset=offerset.uuid)
@@ -324,8 +331,7 @@ async def test_a_sibling_leaving_leaves_the_envelope_of_the_rest(store: Store) -
     clock = FakeClock()
     broker = eight_cores(store, clock)
     made = await broker.request(valid(ping(cores=(2, 2)), clock), "alice")
-    shape = made.offers[0].record
-    await broker.update_phase(shape.uuid, "alice", "REJECTED", "client")
+    shape = await shape_of(broker, made)
     b = shape.booking
     # Given a set of a long small offer and a short large one, overlapping
     long_small = msgspec.structs.replace(
