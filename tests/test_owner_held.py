@@ -18,10 +18,15 @@ import msgspec
 from talicada.broker import fairness
 from talicada.broker.records import Transition
 from talicada.broker.service import Broker
-from talicada.broker.store import OVER_CAP, Store
+from talicada.broker.store import OVER_CAP, Held, Store
+from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
 from talicada.settings import load
 from tests.test_store import SMALL, FakeClock, broker_on, ping, valid
+
+
+async def held(store: Store, owner: str, clock: FakeClock) -> Held:
+    return await store.held(owner, int(clock.now.timestamp() * 1000))
 
 
 def shares(view_offers: list[tuple[int, int]]) -> tuple[int, int]:
@@ -38,16 +43,16 @@ async def test_a_sets_share_is_its_largest_offer_until_its_last_offer_is_rejecte
     sizes = [(o.record.booking.cores, o.record.booking.memory) for o in view.offers]
     assert len(sizes) > 1
     cores, memory = shares(sizes)
-    assert await store.held("alice") == {"small": (cores, memory, view.record.expires)}
-    assert await store.held("bob") == {}
+    assert await held(store, "alice", clock) == {"small": (cores, memory, view.record.expires)}
+    assert await held(store, "bob", clock) == {}
 
     # Rejecting all but one leaves the set pending, and still holding its share.
     *others, last = view.record.offers
     for uuid in others:
         await broker.update_phase(uuid, "alice", "REJECTED", "client")
-    assert (await store.held("alice"))["small"][:2] == (cores, memory)
+    assert (await held(store, "alice", clock))["small"][:2] == (cores, memory)
     await broker.update_phase(last, "alice", "REJECTED", "client")
-    assert await store.held("alice") == {}
+    assert await held(store, "alice", clock) == {}
 
 
 async def test_accepting_or_expiry_ends_a_sets_share(store: Store) -> None:
@@ -55,19 +60,19 @@ async def test_accepting_or_expiry_ends_a_sets_share(store: Store) -> None:
     broker = broker_on(store, clock)
     taken = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
     left = await broker.request(valid(ping(cores=(1, 1)), clock), "alice")
-    assert (await store.held("alice"))["small"][0] == 2
+    assert (await held(store, "alice", clock))["small"][0] == 2
     await broker.update_phase(taken.record.offers[0], "alice", "ACCEPTED", "client")
-    assert (await store.held("alice"))["small"][0] == 1  # the other set still pends
+    assert (await held(store, "alice", clock))["small"][0] == 1  # the other set still pends
     clock.now += timedelta(minutes=5)
     assert await broker.driver.run_due() >= len(left.record.offers)
-    assert await store.held("alice") == {}
+    assert await held(store, "alice", clock) == {}
 
 
 async def test_a_hold_past_the_owners_cap_is_refused_and_writes_nothing(store: Store) -> None:
     clock = FakeClock()
     broker = broker_on(store, clock)
     first = await broker.request(valid(ping(cores=(2, 2)), clock), "alice")
-    assert (await store.held("alice"))["small"][0] == 2
+    assert (await held(store, "alice", clock))["small"][0] == 2
     # A second set planned as if the first held nothing, held against a cap of 3 cores.
     second = await broker.request(valid(ping(cores=(2, 2)), clock), "bob")
     offers = [
@@ -86,12 +91,12 @@ async def test_a_hold_past_the_owners_cap_is_refused_and_writes_nothing(store: S
     assert await store.offerset(offerset.uuid) is None
     assert await store.sessions([offers[0].uuid]) == [None]
     assert await store.entries("small") == before
-    assert (await store.held("alice"))["small"][0] == 2
+    assert (await held(store, "alice", clock))["small"][0] == 2
     # Within the cap, the same hold is saved and counted.
     assert (
         await store.hold(offerset, offers, {"small": (64, 64)}, history, {"small": (4, 64)}) is None
     )
-    assert (await store.held("alice"))["small"][0] == 4
+    assert (await held(store, "alice", clock))["small"][0] == 4
     assert first.record.result == "YES"
 
 
@@ -127,6 +132,37 @@ async def test_requests_racing_on_two_replicas_never_pass_the_owners_cap(
     # Then exactly the cap's worth got offers, the rest a NO naming the cap
     granted = [v for v in views if v.record.result == "YES"]
     assert len(granted) == fairness.owner_cap(platform)[0] == 4
-    assert (await store.held("alice"))["small"][0] == 4
+    assert (await held(store, "alice", clock))["small"][0] == 4
     refused = [v for v in views if v.record.result == "NO"]
     assert all(m.kind == "urn:talicada:error:held-cap" for v in refused for m in v.record.messages)
+
+
+async def test_sums_restart_once_every_set_they_count_has_expired(store: Store) -> None:
+    clock = FakeClock()
+    broker = broker_on(store, clock)
+    first = await broker.request(valid(ping(cores=(1, 1)), clock), "alice", max_offers=1)
+    # A share whose release is lost (a failover dropping a write, an older replica)…
+    if isinstance(store, RedisStore):
+        await store.client.hdel(store.keys.offerset(first.record.uuid), "held")
+    else:
+        assert isinstance(store, MemoryStore)
+        store._shares.pop(first.record.uuid)
+    await broker.update_phase(first.record.offers[0], "alice", "REJECTED", "client")
+    assert (await held(store, "alice", clock))["small"][0] == 1  # stuck
+    late = await broker.request(valid(ping(cores=(1, 1)), clock), "alice", max_offers=1)
+    assert (await held(store, "alice", clock))["small"][0] == 2
+    # …counts nothing once its latest expiry has passed
+    clock.now += timedelta(minutes=5, seconds=1)
+    assert await held(store, "alice", clock) == {}
+    # and a set held before the expiry timers run restarts the sums; the expired
+    # sets' late releases then take nothing off the new ones.
+    pending = await broker.request(valid(ping(cores=(1, 1)), clock), "alice", max_offers=1)
+    second = await broker.request(valid(ping(cores=(2, 2)), clock), "alice", max_offers=1)
+    assert (await held(store, "alice", clock))["small"][0] == 3
+    assert pending.record.result == second.record.result == "YES"
+    # The late set's expiry timer runs now; its share went with the restart.
+    assert await broker.driver.run_due() == 1
+    (expired,) = await store.sessions(late.record.offers)
+    assert expired is not None
+    assert expired.phase == "EXPIRED"
+    assert (await held(store, "alice", clock))["small"][0] == 3

@@ -54,13 +54,13 @@ def owner_cap(platform: PlatformSettings) -> tuple[int, int]:
     return cores, memory
 
 
-async def held_by(store: Store, owner: str) -> Held:
+async def held_by(store: Store, owner: str, now: datetime) -> Held:
     """Per platform: cores and GiB ``owner``'s pending offer sets hold, and when
     the last of them expires (epoch ms). Each offer set counts once per
     platform, with its largest offer there; the store keeps the sums as offers
     are held, accepted, rejected and expire, so this costs one read however
     long the owner's history."""
-    return await store.held(owner)
+    return await store.held(owner, int(now.timestamp() * 1000))
 
 
 def caps(platforms: Iterable[PlatformSettings]) -> dict[str, tuple[int, int]]:

@@ -172,7 +172,7 @@ class Broker:
             # Within the owner's cap as it stands now (read again on each attempt:
             # a hold refused for the cap means another request of the owner won).
             runnable, over_cap = (
-                await self._within_caps(wanted, owner) if authenticated else (wanted, [])
+                await self._within_caps(wanted, owner, now) if authenticated else (wanted, [])
             )
             # Plan and hold under this replica's lock: its own requests never
             # race each other for the same free window (they would all read the
@@ -203,11 +203,11 @@ class Broker:
         )
 
     async def _within_caps(
-        self, wanted: list[_Runnable], owner: str
+        self, wanted: list[_Runnable], owner: str, now: datetime
     ) -> tuple[list[_Runnable], list[MessageItem]]:
         """``wanted`` narrowed to what ``owner`` may still hold, and the NO reasons
         of the platforms where its pending offers leave no room at all."""
-        held = await fairness.held_by(self.store, owner)
+        held = await fairness.held_by(self.store, owner, now)
         runnable: list[_Runnable] = []
         over: list[MessageItem] = []
         for each in wanted:

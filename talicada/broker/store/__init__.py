@@ -89,9 +89,12 @@ class Store(Protocol):
         counts toward :meth:`held` until it stops pending.
         """
 
-    async def held(self, owner: str) -> Held:
+    async def held(self, owner: str, now: int) -> Held:
         """What ``owner``'s pending offer sets hold, per platform (only those
-        holding something); a read of running sums, whatever the owner's history."""
+        holding something at ``now``, epoch ms); a read of running sums, whatever
+        the owner's history. Sums whose every set has expired count nothing and
+        restart at the next hold, so a share whose release was lost (a failover,
+        a replica of an older version) cannot keep an owner capped."""
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         """The stored offer set, or None."""

@@ -174,7 +174,9 @@ class MemoryStore:
         # owner → platform → [cores, GiB, latest expiry] its pending offer sets hold;
         # offer set → (owner, its share per platform, offers still OFFERED).
         self._held: defaultdict[str, dict[str, list[int]]] = defaultdict(dict)
-        self._shares: dict[str, tuple[str, dict[str, tuple[int, int]], int]] = {}
+        self._shares: dict[str, tuple[str, dict[str, tuple[int, int, int]], int]] = {}
+        # (owner, platform) → generation of those sums (see _held_generation).
+        self._generations: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     async def usage(self, platform: str, first: int, last: int, most: int | None = None) -> Usage:
         return self._calendars[platform].steps.window(first, last, most)
@@ -189,6 +191,8 @@ class MemoryStore:
     ) -> int | None:
         shares = held_shares(offers)
         owner_held = self._held[offerset.owner]
+        now = offers[0].created if offers else 0
+        generations = {p: self._held_generation(offerset.owner, p, now) for p in shares}
         for platform, (cores, memory) in shares.items():
             cap_cores, cap_memory = (owner_caps or {}).get(platform, (0, 0))
             held_cores, held_memory, _ = owner_held.get(platform, (0, 0, 0))
@@ -224,16 +228,25 @@ class MemoryStore:
                 sums[0] += cores
                 sums[1] += memory
                 sums[2] = max(sums[2], offerset.expires)
-            self._shares[offerset.uuid] = (offerset.owner, shares, len(offers))
+            tagged = {p: (c, m, generations[p]) for p, (c, m) in shares.items()}
+            self._shares[offerset.uuid] = (offerset.owner, tagged, len(offers))
         await self._flush()
         return None
 
-    async def held(self, owner: str) -> Held:
+    async def held(self, owner: str, now: int) -> Held:
         return {
             platform: (sums[0], sums[1], sums[2])
             for platform, sums in self._held.get(owner, {}).items()
-            if sums[0] > 0
+            if sums[0] > 0 and sums[2] > now
         }
+
+    def _held_generation(self, owner: str, platform: str, now: int) -> int:
+        """As ``held_generation`` in common.lua: restart sums whose every set expired."""
+        sums = self._held.get(owner, {}).get(platform)
+        if sums is not None and sums[2] <= now:
+            del self._held[owner][platform]
+            self._generations[owner, platform] += 1
+        return self._generations[owner, platform]
 
     def _release_share(self, offerset: str, *, whole: bool) -> None:
         """One offer of ``offerset`` stopped pending (or, ``whole``, all did):
@@ -248,8 +261,10 @@ class MemoryStore:
             return
         del self._shares[offerset]
         held = self._held[owner]
-        for platform, (cores, memory) in shares.items():
-            sums = held[platform]
+        for platform, (cores, memory, generation) in shares.items():
+            sums = held.get(platform)
+            if sums is None or generation != self._generations[owner, platform]:
+                continue  # wiped when the sums restarted
             sums[0] -= cores
             sums[1] -= memory
             if sums[0] <= 0:

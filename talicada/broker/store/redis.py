@@ -234,14 +234,18 @@ class RedisStore:
             return OVER_CAP
         return None if clash == 0 else clash - 1
 
-    async def held(self, owner: str) -> Held:
+    async def held(self, owner: str, now: int) -> Held:
         sums = await self.client.hgetall(self.keys.owner_held(owner))
         fields = {_text(name): int(value) for name, value in sums.items()}
-        return {
-            name[2:]: (value, fields.get(f"m:{name[2:]}", 0), fields.get(f"e:{name[2:]}", 0))
-            for name, value in fields.items()
-            if name.startswith("c:") and value > 0
-        }
+        found: Held = {}
+        for name, cores in fields.items():
+            platform = name[2:]
+            expires = fields.get(f"e:{platform}", 0)
+            # Past the latest expiry nothing counted there is pending any more
+            # (the next hold restarts those sums: common.lua, held_generation).
+            if name.startswith("c:") and cores > 0 and expires > now:
+                found[platform] = (cores, fields.get(f"m:{platform}", 0), expires)
+        return found
 
     async def offerset(self, uuid: str) -> OfferSetRecord | None:
         doc = await self.client.hget(self.keys.offerset(uuid), "doc")

@@ -234,7 +234,7 @@ local function book_entry(points, entries, uuid, members)
   redis.call('HSET', entries, uuid, format_entry('B', first, last, cores, memory, ''))
 end
 
--- An offer set's share of its owner's held capacity, 'platform|cores|memory;...'
+-- An offer set's share of its owner's held capacity, 'platform|cores|memory|generation;...'
 -- (its largest offer per platform: siblings are alternatives), is kept in the
 -- offer set's 'held' field from hold to the moment the set stops pending: an
 -- offer accepted, or its last OFFERED offer rejected or expired. Releasing
@@ -242,12 +242,32 @@ end
 local function release_held(offerset, held)
   local share = redis.call('HGET', offerset, 'held')
   if not share then return end
-  for platform, cores, memory in string.gmatch(share, '([^|;]+)|(%d+)|(%d+)') do
-    local left = redis.call('HINCRBY', held, 'c:' .. platform, -tonumber(cores))
-    redis.call('HINCRBY', held, 'm:' .. platform, -tonumber(memory))
-    if left <= 0 then redis.call('HDEL', held, 'c:' .. platform, 'm:' .. platform, 'e:' .. platform) end
+  for platform, cores, memory, generation in string.gmatch(share, '([^|;]+)|(%d+)|(%d+)|(%d+)') do
+    -- A share of an earlier generation was wiped when the sums restarted.
+    if tonumber(generation) == tonumber(redis.call('HGET', held, 'g:' .. platform) or '0') then
+      local left = redis.call('HINCRBY', held, 'c:' .. platform, -tonumber(cores))
+      redis.call('HINCRBY', held, 'm:' .. platform, -tonumber(memory))
+      if left <= 0 then
+        redis.call('HDEL', held, 'c:' .. platform, 'm:' .. platform, 'e:' .. platform)
+      end
+    end
   end
   redis.call('HDEL', offerset, 'held')
+end
+
+-- The generation of an owner's sums on one platform, restarting them first
+-- when every set they count has expired (their latest expiry has passed):
+-- what is left then is an expiry timer still due, or a share whose release
+-- was lost (a replica of an older version, a failover that dropped a write).
+-- Restarting bumps the generation, so no share of an earlier one is taken
+-- off the new sums: they heal instead of drifting.
+local function held_generation(held, platform, now)
+  local latest = tonumber(redis.call('HGET', held, 'e:' .. platform) or '0')
+  if latest <= now and redis.call('HEXISTS', held, 'c:' .. platform) == 1 then
+    redis.call('HDEL', held, 'c:' .. platform, 'm:' .. platform, 'e:' .. platform)
+    return redis.call('HINCRBY', held, 'g:' .. platform, 1)
+  end
+  return tonumber(redis.call('HGET', held, 'g:' .. platform) or '0')
 end
 
 -- Tell observers about a transition: append to the lifecycle stream.

@@ -36,8 +36,11 @@ local function share_args_of(p)
 end
 
 -- The owner's cap first (cheap): its pending offer sets plus this one.
+local now = tonumber(ARGV[4 + 9])  -- the first offer's creation: now
+local generations = {}
 for p = 1, platforms do
   local name, cores, memory, cap_cores, cap_memory = share_args_of(p)
+  generations[p] = held_generation(held_key, name, now)
   local held = redis.call('HMGET', held_key, 'c:' .. name, 'm:' .. name)
   if (cap_cores > 0 and tonumber(held[1] or '0') + cores > cap_cores)
       or (cap_memory > 0 and tonumber(held[2] or '0') + memory > cap_memory) then
@@ -95,7 +98,7 @@ for p = 1, platforms do
   redis.call('HINCRBY', held_key, 'm:' .. name, memory)
   local latest = tonumber(redis.call('HGET', held_key, 'e:' .. name) or '0')
   if tonumber(expires) > latest then redis.call('HSET', held_key, 'e:' .. name, expires) end
-  shares[#shares + 1] = name .. '|' .. cores .. '|' .. memory
+  shares[#shares + 1] = name .. '|' .. cores .. '|' .. memory .. '|' .. generations[p]
 end
 -- The set's offers ('offers'), for the scripts that later change one of its holds.
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'held', table.concat(shares, ';'), 'open', offers,
