@@ -15,13 +15,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 
 from talicada.broker.mqtt import topic_for
 from tests.conftest import BrokerFactory
-from tests.lifecycle_support import accept_first, task, wait_for_phase
+from tests.lifecycle_support import Client, accept_first, task, wait_for_phase
 
 ACL = Path(__file__).resolve().parents[1] / "docs" / "examples" / "mosquitto.acl"
 USERS = {"talicada": "broker-secret-1", "alice": "alice-secret-1", "bob": "bob-secret-1"}
@@ -105,17 +106,26 @@ async def test_mosquitto_refuses_clients_without_the_credentials(mosquitto: int)
                 pass
 
 
-async def test_each_user_reads_only_their_sessions_and_a_forgotten_one_leaves_nothing(
-    start_broker: BrokerFactory, mosquitto: int, tmp_path: Path
-) -> None:
+async def alices_broker(
+    start_broker: BrokerFactory, mosquitto: int, tmp_path: Path, **settings: Any
+) -> Client:
+    """A broker publishing to this test's Mosquitto with its credentials, called as alice
+    (bob has a token too)."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ALICE} alice\n{BOB} bob\n")
     broker = await start_broker(
         auth_tokens_file=str(tokens),
         mqtt_url=f"mqtt://talicada:{USERS['talicada']}@127.0.0.1:{mosquitto}",
-        mqtt_final_retain=3,
+        **settings,
     )
     broker.session.headers["Authorization"] = f"Bearer {ALICE}"
+    return broker
+
+
+async def test_each_user_reads_only_their_sessions_and_a_forgotten_one_leaves_nothing(
+    start_broker: BrokerFactory, mosquitto: int, tmp_path: Path
+) -> None:
+    broker = await alices_broker(start_broker, mosquitto, tmp_path, mqtt_final_retain=3)
     everything = asyncio.create_task(collect(mosquitto, "bob", "talicada/#", 5))
     own = asyncio.create_task(collect(mosquitto, "alice", "talicada/sessions/alice/#", 5))
     await asyncio.sleep(0.5)  # both subscribed
@@ -135,13 +145,7 @@ async def test_each_user_reads_only_their_sessions_and_a_forgotten_one_leaves_no
 async def test_deleting_a_finished_session_clears_its_retained_message_at_once(
     start_broker: BrokerFactory, mosquitto: int, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n")
-    broker = await start_broker(
-        auth_tokens_file=str(tokens),
-        mqtt_url=f"mqtt://talicada:{USERS['talicada']}@127.0.0.1:{mosquitto}",
-    )
-    broker.session.headers["Authorization"] = f"Bearer {ALICE}"
+    broker = await alices_broker(start_broker, mosquitto, tmp_path)
     uuid = await accept_first(broker, task("ping"))
     assert await wait_for_phase(broker, uuid, {"COMPLETED", "FAILED"}) == "COMPLETED"
     topic = topic_for("talicada", "alice", uuid)
