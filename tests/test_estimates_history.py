@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from talicada.broker.history import estimate_error
 from talicada.broker.keys import BROKER, CALLBACK_SECRET
 from talicada.events.report import Report, encoder
 from talicada.events.signing import sign
@@ -226,3 +227,10 @@ async def test_a_real_session_leaves_its_steps_in_the_history_and_the_next_offer
         m for m in offer["compute"]["meta"]["messages"] if m["kind"].endswith("info:estimate")
     ]
     assert (launch["values"]["basis"], launch["values"]["step"]) == ("history", "launch")
+
+
+def test_a_step_quoted_at_nothing_says_how_much_longer_it_took_not_plus_nought_percent() -> None:
+    assert estimate_error(77.5, 50.0) == "+55%"
+    assert estimate_error(40.0, 50.0) == "-20%"
+    assert estimate_error(0.0144, 0.0) == "+PT0.014S"
+    assert estimate_error(0.0, 0.0) == "+PT0S"

@@ -29,7 +29,7 @@ from talicada.broker.components import Component, add_messages, components
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, StepQuote
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import Iso8601Error, parse_instant
+from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_instant
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import (
     AnyData,
@@ -250,7 +250,6 @@ def _took(component: Component, sample: Sample, now: datetime) -> MessageItem:
     actual = timedelta(seconds=sample.seconds)
     if sample.expected is None or sample.quoted is None:
         return msg.make(msg.STEP_TOOK, "INFO", now=now, step=STEPS[sample.step], actual=actual)
-    error = (sample.seconds - sample.expected) / sample.expected if sample.expected else 0.0
     return msg.make(
         msg.STEP_QUOTED,
         "INFO",
@@ -260,8 +259,16 @@ def _took(component: Component, sample: Sample, now: datetime) -> MessageItem:
         expected=timedelta(seconds=sample.expected),
         pessimistic=timedelta(seconds=sample.quoted),
         basis=sample.basis or "default",
-        error=f"{error:+.0%}",
+        error=estimate_error(sample.seconds, sample.expected),
     )
+
+
+def estimate_error(actual: float, expected: float) -> str:
+    """How far off the estimate was: a percentage, or (nothing expected) the
+    time it took beyond it, since a share of zero says nothing."""
+    if expected:
+        return f"{(actual - expected) / expected:+.0%}"
+    return "+" + format_duration(timedelta(seconds=round(actual, 3)))
 
 
 def annotate(change: Change, now: datetime) -> list[Sample]:
