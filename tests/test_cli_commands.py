@@ -21,7 +21,17 @@ from talicada.client.wire import Transition
 from tests.conftest import EXAMPLES, BrokerFactory
 from tests.lifecycle_support import FILES, task
 
-NEW_COMMANDS = ["submit", "run", "accept", "reject", "cancel", "extend", "watch", "sessions"]
+NEW_COMMANDS = [
+    "submit",
+    "run",
+    "accept",
+    "reject",
+    "cancel",
+    "delete",
+    "extend",
+    "watch",
+    "sessions",
+]
 
 
 @pytest.fixture
@@ -121,6 +131,15 @@ async def test_submit_accept_extend_cancel_and_watch_exit_with_how_it_ended(
     code, out, _ = await talicada("watch", first, "--url", url)
     assert code == 3
     assert lines(out)[-1]["phase"] == "CANCELLED"
+    # delete forgets the finished session; reading it then fails naming the 404
+    code, out, _ = await talicada("delete", first, "--url", url)
+    assert (code, json.loads(out)) == (
+        0,
+        {"event": "forgotten", "session": first, "phase": "CANCELLED"},
+    )
+    code, _, err = await talicada("log", first, "--url", url)
+    assert code != 0
+    assert "404" in err or "not found" in err.lower()
 
 
 async def test_a_request_no_platform_can_run_exits_6_with_the_reasons(

@@ -159,3 +159,17 @@ async def test_an_unreachable_broker_is_a_broker_error_saying_where() -> None:
             await broker.capabilities()
     assert error.value.status == 0
     assert "127.0.0.1:9" in str(error.value)
+
+
+async def test_delete_ends_a_live_session_then_forgets_it_once_finished(
+    start_broker: BrokerFactory,
+) -> None:
+    async with AsyncClient(url_of(await start_broker())) as broker:
+        _, session = await broker.run(task("delay", duration="PT30S"))
+        uuid = session.meta.uuid or ""
+        await broker.delete(uuid)  # live: cancelled
+        assert (await asyncio.wait_for(broker.wait(uuid), timeout=15)).phase == "CANCELLED"
+        await broker.delete(uuid)  # final: forgotten
+        with pytest.raises(BrokerError) as gone:
+            await broker.get(uuid)
+        assert gone.value.status == 404

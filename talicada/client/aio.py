@@ -135,6 +135,11 @@ class AsyncClient:
         """Cancel a session: everything it holds is released."""
         return await self.update(uuid, _phase_update("CANCELLED"))
 
+    async def delete(self, uuid: str) -> None:
+        """UWS's DELETE: end a live session (an open offer is rejected, anything else
+        cancelled), or forget a finished one (its record is deleted now)."""
+        await self._call("DELETE", f"/sessions/{uuid}")
+
     async def extend(
         self, uuid: str, *, by: timedelta | None = None, to: str | None = None
     ) -> ExecutionSession:

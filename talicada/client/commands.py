@@ -1,5 +1,5 @@
 """The ``talicada`` commands for people who run things: submit, accept, reject,
-cancel, extend, watch, run, sessions, log and demo, built on
+cancel, delete, extend, watch, run, sessions, log and demo, built on
 :class:`~talicada.client.AsyncClient`.
 
 argparse, like the operator commands in :mod:`talicada.cli`: one parser for
@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from talicada.client import display
+from talicada.client import display, wire
 from talicada.client.aio import DEFAULT_URL, AsyncClient, Transport
 from talicada.client.errors import BrokerError, NoOffers
 from talicada.client.follow import BROKER_ERROR, NO_OFFERS, follow
@@ -95,6 +95,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "Cancel a session (or an offer): whatever it runs is stopped and what it holds released.",
     )
     cancel.add_argument("uuid", help="the session's uuid")
+    delete = add(
+        "delete",
+        "end a session, or forget a finished one",
+        "As UWS's DELETE: a live session is ended (an open offer rejected, anything else "
+        "cancelled); a finished one is forgotten, its record deleted now rather than after "
+        "the broker's retention period.",
+    )
+    delete.add_argument("uuid", help="the session's uuid")
     extend = add(
         "extend",
         "change how long a session stays available",
@@ -290,12 +298,24 @@ async def _log(client: AsyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _delete(client: AsyncClient, args: argparse.Namespace) -> int:
+    before = await client.get(args.uuid)
+    await client.delete(args.uuid)
+    done = "forgotten" if wire.is_final(before.phase) else "ended"
+    if args.json:
+        display.emit({"event": done, "session": args.uuid, "phase": before.phase})
+    else:
+        display.console().print(f"{args.uuid}  {done}")
+    return 0
+
+
 HANDLERS: dict[str, Handler] = {
     "submit": _submit,
     "run": _run,
     "accept": _update,
     "reject": _update,
     "cancel": _update,
+    "delete": _delete,
     "extend": _update,
     "watch": _watch,
     "sessions": _sessions,

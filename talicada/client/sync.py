@@ -88,6 +88,10 @@ class Client:
         """Cancel a session."""
         return self._run(self.aio.cancel(uuid))
 
+    def delete(self, uuid: str) -> None:
+        """End a live session, or forget a finished one (UWS DELETE)."""
+        self._run(self.aio.delete(uuid))
+
     def extend(
         self, uuid: str, *, by: timedelta | None = None, to: str | None = None
     ) -> ExecutionSession:
