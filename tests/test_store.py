@@ -585,3 +585,18 @@ async def test_forgetting_deletes_a_final_session_and_tells_observers(store: Sto
     )
     assert uuid not in {live.record.uuid for live in page}
     assert (await store.forget(uuid, lifecycle.FINAL)).status == "missing"
+
+
+async def test_every_recorded_transition_time_is_to_the_millisecond(store: Store) -> None:
+    clock = FakeClock()
+    clock.now += timedelta(microseconds=123_456)
+    broker = broker_on(store, clock)
+    view = await broker.request(valid(ping(), clock), "alice")
+    first, second, *_ = view.record.offers
+    await broker.update_phase(first, "alice", "REJECTED", "client")
+    times = [t.time for t in await store.history(first)]
+    clock.now += timedelta(minutes=5, microseconds=1)
+    assert await broker.driver.run_due() >= 1  # the others expire
+    times += [t.time for t in await store.history(second)]
+    assert len(times) == 4
+    assert all(t.endswith(".123Z") for t in times), times

@@ -31,7 +31,7 @@ from talicada.events.streams import LIFECYCLE, Role, stream
 from talicada.outage import Outage
 from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant, parse_instant
+from talicada.schema.iso8601 import format_instant, parse_instant, to_millisecond
 from talicada.schema.model import SessionPhase
 from talicada.settings import PlatformSettings
 
@@ -162,7 +162,10 @@ class Driver:
     async def _timer(self, kind: str, uuid: str, now: datetime) -> bool:
         if kind == "expire":
             record = Transition(
-                time=format_instant(now), source="OFFERED", target="EXPIRED", cause="timer"
+                time=format_instant(to_millisecond(now)),
+                source="OFFERED",
+                target="EXPIRED",
+                cause="timer",
             )
             outcome = await self.store.finish(uuid, {"OFFERED"}, record, due=_ms(now))
             if outcome.ok:

@@ -40,7 +40,7 @@ from talicada.broker.records import (
 from talicada.broker.store import EVERYONE, Store
 from talicada.broker.store.samples import MemorySamples, SampleStore
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant
+from talicada.schema.iso8601 import format_instant, to_millisecond
 from talicada.schema.messages import Conflict, MessageItem, NotFound
 from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
@@ -258,7 +258,10 @@ class Broker:
         else:
             record.valid_until = record.expires
         first = Transition(
-            time=format_instant(now), source="INITIAL", target="OFFERED", cause="request"
+            time=format_instant(to_millisecond(now)),
+            source="INITIAL",
+            target="OFFERED",
+            cause="request",
         )
         clash = await self.store.hold(
             record, offers, self._capacities(), [first] * len(offers), owner_caps
@@ -538,7 +541,10 @@ class Broker:
         now = self.clock()
         current = await self.session(uuid, owner)
         record = Transition(
-            time=format_instant(now), source=current.phase, target=target, cause=cause
+            time=format_instant(to_millisecond(now)),
+            source=current.phase,
+            target=target,
+            cause=cause,
         )
         if target == "CANCELLED":
             if await self.driver.cancel(uuid, cause) != "ok":
