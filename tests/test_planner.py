@@ -235,8 +235,9 @@ def test_offer_uuids_are_random_version_4_uuids() -> None:
 def reader_over(usage: Steps, last: int, reads: list[int]) -> Any:
     """A store's ``usage`` read over ``usage``; ``reads`` collects the points each read returned."""
 
-    async def read(start: int, most: int) -> Steps:
-        head = usage.window(start, last, most)
+    async def read(start: int, end: int, most: int) -> Steps:
+        assert end == last
+        head = usage.window(start, end, most)
         reads.append(len(head.points) - 1)
         return head
 

@@ -212,12 +212,6 @@ class Steps:
             self.add(stretch)
         return True
 
-    def add_range(self, other: Steps, first: int, last: int) -> None:
-        """Count everything ``other`` has in use over [first, last) in as well."""
-        for start, end, cores, memory in other.segments(first, last):
-            if cores or memory:
-                self.add(Entry("", start, end, cores, memory))
-
     def _split(self, slot: int) -> int:
         """Make sure a point starts at ``slot``; its index."""
         index = bisect.bisect_left(self.points, slot)

@@ -30,11 +30,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from talicada.broker.calendar import Slots, Steps
 from talicada.broker.planner import Demand, plan, search_range
-from talicada.broker.store import Held, Store
+from talicada.broker.store import Store
 from talicada.schema import messages as msg
 from talicada.schema.messages import MessageItem
 from talicada.settings import PlatformSettings
@@ -54,15 +54,6 @@ def owner_cap(platform: PlatformSettings) -> tuple[int, int]:
     return cores, memory
 
 
-async def held_by(store: Store, owner: str, now: datetime) -> Held:
-    """Per platform: cores and GiB ``owner``'s pending offer sets hold, and when
-    the last of them expires (epoch ms). Each offer set counts once per
-    platform, with its largest offer there; the store keeps the sums as offers
-    are held, accepted, rejected and expire, so this costs one read however
-    long the owner's history."""
-    return await store.held(owner, int(now.timestamp() * 1000))
-
-
 def caps(platforms: Iterable[PlatformSettings]) -> dict[str, tuple[int, int]]:
     """Each platform's cap on one owner's pending offers, as the store checks it."""
     return {platform.name: owner_cap(platform) for platform in platforms}
@@ -76,7 +67,7 @@ def within_cap(
     held_cores, held_memory, expires = held
     room = (cap_cores - held_cores, cap_memory - held_memory)
     if demand.cores[0] > room[0] or demand.memory[0] > room[1]:
-        last = datetime.fromtimestamp(expires / 1000).astimezone()
+        last = datetime.fromtimestamp(expires / 1000, UTC)
         return None, msg.make(
             msg.HELD_CAP,
             platform=platform.name,

@@ -29,7 +29,12 @@ from talicada.broker.components import Component, add_messages, components
 from talicada.broker.engine import Change
 from talicada.broker.records import SessionRecord, StepQuote
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import Iso8601Error, format_duration, parse_instant
+from talicada.schema.iso8601 import (
+    Iso8601Error,
+    duration_to_millisecond,
+    format_duration,
+    parse_instant,
+)
 from talicada.schema.messages import MessageItem
 from talicada.schema.model import (
     AnyData,
@@ -268,7 +273,7 @@ def estimate_error(actual: float, expected: float) -> str:
     time it took beyond it, since a share of zero says nothing."""
     if expected:
         return f"{(actual - expected) / expected:+.0%}"
-    return "+" + format_duration(timedelta(seconds=round(actual, 3)))
+    return "+" + format_duration(duration_to_millisecond(timedelta(seconds=actual)))
 
 
 def annotate(change: Change, now: datetime) -> list[Sample]:

@@ -216,10 +216,7 @@ class MqttPublisher:
             return  # component changes are in the session's log and SSE stream
         message = payload(event)
         while True:
-            await self._connected.wait()
-            client = self._client
-            if client is None:
-                continue
+            await self._connection()
             # Retain only the phase the session is in now: a transition published
             # late (after a retry) must not replace a newer retained phase.
             (live,) = await self.store.sessions([event.session])
@@ -230,12 +227,8 @@ class MqttPublisher:
             final = current and live.phase in lifecycle.FINAL
             retain_for = self.access.final_retain if final else None
             properties = expiring(retain_for) if retain_for is not None else None
-            try:
-                await client.publish(topic, message, qos=1, retain=current, properties=properties)
-            except aiomqtt.MqttError:
-                self._broken.set()  # reconnect; this message goes out on the next connection
-                self._connected.clear()
-                continue
+            if not await self._send(topic, message, retain=current, properties=properties):
+                continue  # this message goes out on the next connection
             if current:
                 expires = None if retain_for is None else time.monotonic() + retain_for
                 self._remember(topic, message, expires)
@@ -245,18 +238,28 @@ class MqttPublisher:
         """Delete the retained message of a forgotten session: MQTT's way is an
         empty retained message on its topic. Waits for a connection as publishing does."""
         self._retained.pop(topic, None)
+        while not await self._send(topic, b"", retain=True):
+            pass
+
+    async def _connection(self) -> aiomqtt.Client:
+        """The connected client, waiting for a connection as long as it takes."""
         while True:
             await self._connected.wait()
-            client = self._client
-            if client is None:
-                continue
-            try:
-                await client.publish(topic, b"", qos=1, retain=True)
-            except aiomqtt.MqttError:
-                self._broken.set()
-                self._connected.clear()
-                continue
-            return
+            if self._client is not None:
+                return self._client
+
+    async def _send(
+        self, topic: str, message: bytes, *, retain: bool, properties: Properties | None = None
+    ) -> bool:
+        """One QoS 1 publish; False, with a reconnect asked for, when the connection failed."""
+        client = await self._connection()
+        try:
+            await client.publish(topic, message, qos=1, retain=retain, properties=properties)
+        except aiomqtt.MqttError:
+            self._broken.set()
+            self._connected.clear()
+            return False
+        return True
 
     def _remember(self, topic: str, message: bytes, expires: float | None) -> None:
         self._retained[topic] = (message, expires)

@@ -61,11 +61,11 @@ def plan(
     limit: int,
 ) -> list[Window]:
     """Up to ``limit`` windows for ``demand``, from a calendar read whole."""
-    return plan_known(demand, usage, capacity, slots, platform, limit, known_until=None)[0]
+    return plan_known(demand, usage, capacity, slots, platform, limit, known=None)[0]
 
 
 async def plan_reading(
-    read: Callable[[int, int], Awaitable[Steps]],
+    read: Callable[[int, int, int], Awaitable[Steps]],
     demand: Demand,
     capacity: tuple[int, int],
     slots: Slots,
@@ -74,23 +74,23 @@ async def plan_reading(
 ) -> list[Window]:
     """What :func:`plan` finds, reading only as much calendar as the windows need.
 
-    ``read(start, most)`` returns the calendar from slot ``start`` to the end
-    of the search range with at most ``most`` change points after ``start``
-    (a store's ``usage``). Reading costs change points, so rather than the
+    ``read(start, last, most)`` returns the calendar over slots [start, last)
+    with at most ``most`` change points after ``start`` (a store's ``usage``
+    for one platform). Reading costs change points, so rather than the
     whole search range (every booking of the next day, on a busy platform)
     this reads a head of it, plans, and reads on, each read four times the
     last, only while a window reaches past what has been read.
     """
     first, last = search_range(demand, slots)
     most = USAGE_HEAD
-    usage = await read(first, most)
+    usage = await read(first, last, most)
     known = known_until(usage, last, most)
     while True:
         windows, complete = plan_known(demand, usage, capacity, slots, platform, limit, known)
         if complete or known >= last:
             return windows
         most *= 4
-        more = await read(known, most)
+        more = await read(known, last, most)
         usage.extend(more)
         known = known_until(more, last, most)
 
@@ -102,7 +102,7 @@ def plan_known(
     slots: Slots,
     platform: str,
     limit: int,
-    known_until: int | None,
+    known: int | None,
 ) -> tuple[list[Window], bool]:
     """Up to ``limit`` windows for ``demand``; each later one starts after the last ends.
 
@@ -114,7 +114,7 @@ def plan_known(
     exactly when each offer does. ``usage`` is not changed.
 
     ``usage`` may be only the head of the calendar: levels are known for the
-    slots before ``known_until`` (None: the whole search range was read). The
+    slots before ``known`` (None: the whole search range was read). The
     windows returned are then the first ones the whole calendar would give,
     and the flag says whether they are all of them; when it is False the
     search stopped at a window reaching past what is known, and a longer read
@@ -124,7 +124,7 @@ def plan_known(
     windows: list[Window] = []
     start = demand.earliest
     while len(windows) < limit and start <= demand.latest:
-        found = _first_fit(demand, usage, capacity, start, slots, known_until)
+        found = _first_fit(demand, usage, capacity, start, slots, known)
         if found is _UNKNOWN:
             return windows, False
         if found is None:
@@ -166,7 +166,7 @@ def _first_fit(
     capacity: tuple[int, int],
     start: datetime,
     slots: Slots,
-    known_until: int | None = None,
+    known: int | None = None,
 ) -> tuple[datetime, int, int] | None:
     """The earliest start from ``start`` whose booking fits, and the size that fits there.
 
@@ -181,14 +181,14 @@ def _first_fit(
     is blocked up to the end of the stretch after which it would span few
     enough.
 
-    A candidate whose booking reaches ``known_until`` or beyond cannot be
+    A candidate whose booking reaches past ``known`` cannot be
     decided from the part of the calendar read: the answer is ``_UNKNOWN``.
     """
     room = (capacity[0] - demand.cores[0], capacity[1] - demand.memory[0])
     candidate = start
     while candidate <= demand.latest:
         low, high = booking(candidate, demand.preparation, demand.duration, demand.release, slots)
-        if known_until is not None and high > known_until:
+        if known is not None and high > known:
             return _UNKNOWN
         blocked_until: int | None = None
         peak_cores = peak_memory = 0

@@ -181,7 +181,7 @@ async def delete_session(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     live = await broker.session(uuid, viewer(request))
     if live.phase in lifecycle.FINAL:
-        await broker.forget(uuid, viewer(request))
+        await broker.forget(live)
     else:
         target: SessionPhase = "REJECTED" if live.phase == "OFFERED" else "CANCELLED"
         if lifecycle.allowed(live.phase, target):

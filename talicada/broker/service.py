@@ -8,6 +8,7 @@ aiohttp or redis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable, Collection
@@ -20,14 +21,14 @@ import structlog
 from talicada import constants
 from talicada.broker import engine, fairness, lifecycle, platforms, ttl, updates
 from talicada.broker.advice import NO_ADVICE, Advice, Advisor, legal_floor, legal_range
-from talicada.broker.calendar import Slots, Steps
+from talicada.broker.calendar import Slots
 from talicada.broker.driver import Driver
 from talicada.broker.engine import Change, Rebook
 from talicada.broker.estimates import Quote
 from talicada.broker.estimator import Estimator
 from talicada.broker.fenced import fenced_data
 from talicada.broker.offers import NewId, build_offer, new_uuid
-from talicada.broker.planner import Demand, Window, plan_reading, search_range
+from talicada.broker.planner import Demand, Window, plan_reading
 from talicada.broker.quoting import quoted_offer
 from talicada.broker.records import (
     Booking,
@@ -207,7 +208,8 @@ class Broker:
     ) -> tuple[list[_Runnable], list[MessageItem]]:
         """``wanted`` narrowed to what ``owner`` may still hold, and the NO reasons
         of the platforms where its pending offers leave no room at all."""
-        held = await fairness.held_by(self.store, owner, now)
+        # Running sums kept by the store: one read, whatever the owner's history.
+        held = await self.store.held(owner, _ms(now))
         runnable: list[_Runnable] = []
         over: list[MessageItem] = []
         for each in wanted:
@@ -264,7 +266,7 @@ class Broker:
             cause="request",
         )
         clash = await self.store.hold(
-            record, offers, self._capacities(), [first] * len(offers), owner_caps
+            record, offers, self.capacities, [first] * len(offers), owner_caps
         )
         if clash is not None:
             log.info("offer.contended", offerset=offerset_id, index=clash)
@@ -357,11 +359,7 @@ class Broker:
         """Windows on one platform, from as much of its calendar as they need
         (:func:`~talicada.broker.planner.plan_reading`)."""
         platform, demand, advice = runnable.platform, runnable.demand, runnable.advice
-        _, last = search_range(demand, self.slots)
-
-        async def read(start: int, most: int) -> Steps:
-            return await self.store.usage(platform.name, start, last, most)
-
+        read = functools.partial(self.store.usage, platform.name)
         capacity = (platform.cores, platform.memory)
         windows = await plan_reading(read, demand, capacity, self.slots, platform.name, limit)
         # Offer only sizes the platform's service accepts: round down to a legal
@@ -413,9 +411,6 @@ class Broker:
             session=session,
             quotes=quotes,
         )
-
-    def _capacities(self) -> dict[str, tuple[int, int]]:
-        return self.capacities
 
     async def _no_capacity(self, runnable: list[_Runnable], now: datetime) -> list[MessageItem]:
         """Why each runnable platform had no window: booked, or only held by offers."""
@@ -565,14 +560,14 @@ class Broker:
         accepted = await self.session(uuid, owner)
         return msgspec.structs.replace(accepted, phase=outcome.phase or target)
 
-    async def forget(self, uuid: str, owner: str | None) -> None:
-        """Delete the caller's final session now (UWS DELETE of a finished job).
+    async def forget(self, current: LiveSession) -> None:
+        """Delete a final session now (UWS DELETE of a finished job); ``current`` is
+        the caller's session as just read (:meth:`session` checked whose it is).
 
-        NotFound when it is not the caller's (or gone); Conflict when it is not
-        final (a session still running is cancelled first, then forgotten).
+        NotFound when it has gone meanwhile; Conflict, as a guard, when it is not final.
         """
-        current = await self.session(uuid, owner)
-        outcome = await self.store.forget(uuid, lifecycle.FINAL)
+        uuid = current.record.uuid
+        outcome = await self.store.forget(uuid, lifecycle.FINAL, owner=current.record.owner)
         if outcome.status == "missing":
             raise NotFound([msg.make(msg.NOT_FOUND, what="session", uuid=uuid)])
         if not outcome.ok:

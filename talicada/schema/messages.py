@@ -112,7 +112,7 @@ ILLEGAL_TRANSITION: Final = (
 )
 NOT_FINAL: Final = (
     "error:not-final",
-    "session {uuid} is {phase}; only a finished session can be deleted (it is cancelled first)",
+    "session {uuid} is {phase}; only a finished session can be forgotten",
 )
 OFFER_EXPIRED: Final = ("error:offer-expired", "offer {uuid} expired at {expires}")
 OFFER_TAKEN: Final = (

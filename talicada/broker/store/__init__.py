@@ -142,11 +142,14 @@ class Store(Protocol):
         claimed again when the lease ends.
         """
 
-    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
+    async def forget(
+        self, uuid: str, final: Collection[SessionPhase], *, owner: str | None = None
+    ) -> Outcome:
         """Delete a session in one of the ``final`` phases now (UWS DELETE), as the
         retention period would later: its record, history and index entries go,
         and a ``session.forgotten`` event tells observers (MQTT clears its
-        retained message). ``phase`` when it is not final, ``missing`` when gone."""
+        retained message). ``phase`` when it is not final, ``missing`` when gone.
+        ``owner``, when the caller knows it, saves reading the record again."""
 
     async def drop_timer(self, name: str) -> None:
         """Forget a timer that has nothing left to do."""

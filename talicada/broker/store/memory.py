@@ -415,7 +415,9 @@ class MemoryStore:
             claimed.append(name)
         return claimed
 
-    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
+    async def forget(
+        self, uuid: str, final: Collection[SessionPhase], *, owner: str | None = None
+    ) -> Outcome:
         record = self._sessions.get(uuid)
         if record is None:
             return Outcome("missing")

@@ -144,20 +144,15 @@ class RedisStore:
         # starts at the last point of the one before (its level is that point's).
         key = [self.keys.calendar_points(platform)]
         page = constants.USAGE_PAGE if most is None else min(most, constants.USAGE_PAGE)
-        slots: list[int] = []
-        cores: list[int] = []
-        memory: list[int] = []
+        usage = Usage()
         start = first
         while True:
             numbers = [
                 int(value) for value in await self._run(self._usage, key, [start, last, page])
             ]
-            skip = 3 if slots else 0  # the page's first entry repeats the last point read
-            slots += numbers[skip::3]
-            cores += numbers[skip + 1 :: 3]
-            memory += numbers[skip + 2 :: 3]
-            if len(numbers) // 3 - 1 < page or (most is not None and len(slots) > most):
-                return Usage(slots, cores, memory)
+            usage.extend(Usage(numbers[::3], numbers[1::3], numbers[2::3]))
+            if len(numbers) // 3 - 1 < page or (most is not None and len(usage.points) > most):
+                return usage
             start = numbers[-3]
 
     async def migrate_calendars(self) -> int:
@@ -358,19 +353,23 @@ class RedisStore:
         ]
         return _outcome(await self._run(self._finish, keys, args))
 
-    async def forget(self, uuid: str, final: Collection[SessionPhase]) -> Outcome:
-        record = await self._locate(uuid)
-        if record is None:
-            return Outcome("missing")
+    async def forget(
+        self, uuid: str, final: Collection[SessionPhase], *, owner: str | None = None
+    ) -> Outcome:
+        if owner is None:
+            record = await self._locate(uuid)
+            if record is None:
+                return Outcome("missing")
+            owner = record.owner
         keys = [
             self.keys.session(uuid),
             self.keys.history(uuid),
             self.keys.applied(uuid),
-            self.keys.owner_index(record.owner),
+            self.keys.owner_index(owner),
             self.keys.owner_index(EVERYONE),
             self.keys.stream(LIFECYCLE),
         ]
-        event = SessionForgotten.new(uuid, body=ForgottenBody(owner=record.owner))
+        event = SessionForgotten.new(uuid, body=ForgottenBody(owner=owner))
         args = [uuid, " ".join(sorted(final)), self.maxlen, constants.STREAM_FIELD]
         return _outcome(await self._run(self._forget, keys, [*args, encode_event(event)]))
 

@@ -63,14 +63,14 @@ local function tidy(points, slot)
   if cores == before_cores and memory == before_memory then redis.call('ZREM', points, member) end
 end
 
--- Add (sign 1) or take off (sign -1) cores and memory over slots [first, last).
-local function count(points, first, last, cores, memory, sign)
+-- Add cores and memory (signed: negative takes off) over slots [first, last).
+local function count(points, first, last, cores, memory)
   if first >= last then return end
   split(points, first)
   split(points, last)
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', points, first, '(' .. last)) do
     local slot, used_cores, used_memory = parse_point(member)
-    set_point(points, slot, used_cores + sign * cores, used_memory + sign * memory, member)
+    set_point(points, slot, used_cores + cores, used_memory + memory, member)
   end
   -- Only the two ends can have become redundant: inside, neighbours moved together.
   tidy(points, last)
@@ -173,7 +173,7 @@ local function reshape(points, before, after, cap_cores, cap_memory)
       end
     end
   end
-  for _, s in ipairs(stretches) do count(points, s[1], s[2], s[3], s[4], 1) end
+  for _, s in ipairs(stretches) do count(points, s[1], s[2], s[3], s[4]) end
   return true
 end
 
@@ -230,7 +230,7 @@ local function book_entry(points, entries, uuid, members)
   if not entry then return end
   local _, first, last, cores, memory = parse_entry(entry)
   change_entry(points, entries, uuid, members, nil)
-  count(points, first, last, cores, memory, 1)
+  count(points, first, last, cores, memory)
   redis.call('HSET', entries, uuid, format_entry('B', first, last, cores, memory, ''))
 end
 

@@ -16,7 +16,7 @@ for i = 1, #raw, 2 do
     sets[offerset] = sets[offerset] or {}
     table.insert(sets[offerset], {first, last, cores, memory})
   else
-    count(KEYS[2], first, last, cores, memory, 1)
+    count(KEYS[2], first, last, cores, memory)
   end
   counted = counted + 1
 end
