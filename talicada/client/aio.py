@@ -92,8 +92,16 @@ class AsyncClient:
         headers = {"Content-Type": content_type} if body is not None else {}
         limit = aiohttp.ClientTimeout(total=limit_s or self._timeout)
         try:
+            # No redirect is followed: the broker's one (303 after DELETE) points at
+            # the list of sessions, which nobody asked to read.
             async with self._session().request(
-                method, url, data=body, headers=headers, params=params, timeout=limit
+                method,
+                url,
+                data=body,
+                headers=headers,
+                params=params,
+                timeout=limit,
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
                 status = response.status

@@ -195,7 +195,8 @@ class Aggregator:
 
     async def _fetch_capabilities(self, site: Site) -> dict[str, Any] | None:
         reply = await site.call("GET", "/capabilities", Identity(principal=""))
-        if reply.status != 200:
+        # 303 is a site's answer to DELETE (see the list): done, nothing to relay.
+        if reply.status not in (200, 303):
             return None
         ttl = max_age(reply.headers)
         longest = self.federation.capabilities_ttl
@@ -284,7 +285,8 @@ class Aggregator:
             return self._unavailable(site, f"no answer within {site.timeout:g} s")
         except SiteError as error:
             return self._unavailable(site, error.reason)
-        if reply.status != 200:
+        # 303 is a site's answer to DELETE (see the list): done, nothing to relay.
+        if reply.status not in (200, 303):
             self.calls.labels(site.name, "refused").inc()
             reason = f"HTTP {reply.status}: {first_message(reply.doc)}"
             return SiteAnswer(  # ttl 0: a refusal of this kind is no answer to reuse
@@ -489,7 +491,8 @@ class Aggregator:
         except SiteError as error:
             item = msg.make(msg.SITE_UNAVAILABLE, site=site.name, reason=error.reason)
             raise SiteUnavailable([item], delivered=error.delivered) from None
-        if reply.status != 200:
+        # 303 is a site's answer to DELETE (see the list): done, nothing to relay.
+        if reply.status not in (200, 303):
             items = from_site(site.name, reply.doc.get("messages") or [])
             raise relayed(
                 reply.status,

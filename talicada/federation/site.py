@@ -140,6 +140,7 @@ class Site:
                 headers=headers,
                 params=params,
                 timeout=limit,
+                allow_redirects=False,  # a site's 303 (after DELETE) is its answer
             ) as response:
                 raw = await response.read()
                 reply = Reply(response.status, dict(response.headers), _decode(raw))
