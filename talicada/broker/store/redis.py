@@ -218,7 +218,7 @@ class RedisStore:
         ]
         for platform in platforms:
             args += list(capacity[platform])
-        args += [self.maxlen, constants.STREAM_FIELD, offerset.expires]
+        args += [self.maxlen, constants.STREAM_FIELD, offerset.expires, offerset.created]
         shares = held_shares(offers)
         for platform in platforms:
             cap = (owner_caps or {}).get(platform, (0, 0))

@@ -7,12 +7,13 @@
 --       then per offer (uuid, doc, platform number, first slot, last slot,
 --       cores, memory, expires ms, created ms, first history record,
 --       lifecycle event, expiry timer name), then per platform (capacity cores, capacity memory),
---       then stream maxlen and stream field, the offers' expiry ms, then per
+--       then stream maxlen and stream field, the offers' expiry ms, now ms, then per
 --       platform (name, the set's share in cores and GiB, the owner's cap in
 --       cores and GiB, 0 = none), then the offer set's uuid.
 -- Returns 0 when saved (or saved before), the number (1-based) of the first
 -- offer that no longer fits, or -(platform number) when the owner's pending
--- offers would hold more than its cap there; in either case nothing was written.
+-- offers would hold more than its cap there; in either case nothing of the set
+-- was written (stale owner sums may have been restarted: see below).
 --
 -- The set's offers are alternatives, so on each platform they hold their
 -- envelope (common.lua), not their sum.
@@ -27,16 +28,17 @@ local stream_key = platform_keys + platforms * 2 + 1
 local held_key, everyone = KEYS[stream_key + 1], KEYS[stream_key + 2]
 local maxlen, field = ARGV[capacity_args + platforms * 2 + 1], ARGV[capacity_args + platforms * 2 + 2]
 local share_args = capacity_args + platforms * 2 + 3
-local expires = ARGV[share_args]
+local expires, now = ARGV[share_args], tonumber(ARGV[share_args + 1])
 
 local function share_args_of(p)
-  local a = share_args + (p - 1) * 5
+  local a = share_args + 1 + (p - 1) * 5
   return ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5])
 end
 
 -- The owner's cap first (cheap): its pending offer sets plus this one.
-local now = tonumber(ARGV[4 + 9])  -- the first offer's creation: now
+-- (Sums found stale may be restarted here even when the set is then refused:
+-- harmless, a restart only drops what no longer pends.)
 local generations = {}
 for p = 1, platforms do
   local name, cores, memory, cap_cores, cap_memory = share_args_of(p)
@@ -100,8 +102,11 @@ for p = 1, platforms do
   if tonumber(expires) > latest then redis.call('HSET', held_key, 'e:' .. name, expires) end
   shares[#shares + 1] = name .. '|' .. cores .. '|' .. memory .. '|' .. generations[p]
 end
--- The set's offers ('offers'), for the scripts that later change one of its holds.
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'held', table.concat(shares, ';'), 'open', offers,
-  'offers', table.concat(uuids, ' '))
+redis.call('HSET', KEYS[1], 'doc', ARGV[1])
+if offers > 0 then
+  -- The set's offers ('offers'), for the scripts that later change one of its holds.
+  redis.call('HSET', KEYS[1], 'held', table.concat(shares, ';'), 'open', offers,
+    'offers', table.concat(uuids, ' '))
+end
 redis.call('PEXPIRE', KEYS[1], retention)
 return 0
