@@ -6,8 +6,9 @@ the execution-broker model through OpenAPI ``xml`` hints: a component's ``kind``
 list's members are elements named for one member (``<offers>`` holds
 ``<execution>``, ``<messages>`` holds ``<message>``). This module is the one
 place those facts live; the encoder, the decoder and the OpenAPI document
-(``talicada/schema/_openapi_schemas.py``) all read them from here, so the three
-cannot disagree. tests/test_reference_schema.py checks them against the
+(``talicada/schema/_openapi_schemas.py``) all read them from here, so they agree
+(except where OpenAPI has no way to say it: the members of the ``kinds`` map
+in /capabilities). tests/test_reference_schema.py checks them against the
 reference's own hints.
 
 Every list is written wrapped: one element named by its key, holding one
