@@ -29,7 +29,28 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[9])
 redis.call('ZADD', KEYS[4], now, ARGV[10])
 local members = members_of(KEYS[3])
-book_entry(KEYS[5], KEYS[6], uuid, members)
+local entry = redis.call('HGET', KEYS[6], uuid)
+local set = entry and select(6, parse_entry(entry)) or ''
+if set ~= '' then
+  -- The set stops pending: on each platform its holds leave the calendar
+  -- together (the siblings' rejections below then find nothing to free),
+  -- and the accepted one counts alone, as a booking.
+  local dropped = {}
+  local function drop(points, entries)
+    if dropped[entries] then return end
+    dropped[entries] = true
+    drop_set(points, entries, members, set)
+  end
+  drop(KEYS[5], KEYS[6])
+  for s = 0, (#ARGV - 10) / 3 - 1 do
+    drop(KEYS[7 + s * 4 + 3], KEYS[7 + s * 4 + 4])
+  end
+  local _, first, last, cores, memory = parse_entry(entry)
+  count(KEYS[5], first, last, cores, memory)
+  redis.call('HSET', KEYS[6], uuid, format_entry('B', first, last, cores, memory, ''))
+else
+  book_entry(KEYS[5], KEYS[6], uuid, members)  -- a hold of no set (written before sets)
+end
 announce(KEYS[7], maxlen, field, ARGV[8])
 release_held(KEYS[3], KEYS[#KEYS])
 

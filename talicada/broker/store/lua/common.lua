@@ -223,6 +223,28 @@ local function free_entry(points, entries, uuid, members)
   redis.call('HDEL', entries, uuid)
 end
 
+-- Take all of offerset's holds on one platform off the calendar at once and
+-- drop their entries (accept: the set stops pending): one reshape, where
+-- freeing them one by one would reshape the envelope once per hold.
+-- members: the set's offers (members_of).
+local function drop_set(points, entries, members, offerset)
+  if #members == 0 then return end
+  local found = redis.call('HMGET', entries, unpack(members))
+  local holds, gone = {}, {}
+  for i, member in ipairs(members) do
+    if found[i] then
+      local state, first, last, cores, memory, set = parse_entry(found[i])
+      if state == 'H' and set == offerset then
+        holds[#holds + 1] = {first, last, cores, memory}
+        gone[#gone + 1] = member
+      end
+    end
+  end
+  if #gone == 0 then return end
+  reshape(points, holds, {})
+  redis.call('HDEL', entries, unpack(gone))
+end
+
 -- Turn a hold into a booking: it leaves its set's envelope and counts alone.
 -- It was part of that envelope, so it fits wherever the envelope did.
 local function book_entry(points, entries, uuid, members)
