@@ -31,7 +31,7 @@ from talicada.events.streams import LIFECYCLE, Role, stream
 from talicada.outage import Outage
 from talicada.redisconn import is_unavailable
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant, parse_instant, to_millisecond
+from talicada.schema.iso8601 import format_instant, format_stamp, parse_instant
 from talicada.schema.model import SessionPhase
 from talicada.settings import PlatformSettings
 
@@ -162,7 +162,7 @@ class Driver:
     async def _timer(self, kind: str, uuid: str, now: datetime) -> bool:
         if kind == "expire":
             record = Transition(
-                time=format_instant(to_millisecond(now)),
+                time=format_stamp(now),
                 source="OFFERED",
                 target="EXPIRED",
                 cause="timer",

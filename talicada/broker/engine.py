@@ -61,10 +61,10 @@ from talicada.schema.iso8601 import (
     duration_to_millisecond,
     format_duration,
     format_instant,
+    format_stamp,
     parse_duration,
     parse_instant,
     parse_interval,
-    to_millisecond,
 )
 from talicada.schema.model import ComponentPhase, Schedule, SessionPhase, StartDuration
 
@@ -199,7 +199,7 @@ class _Builder:
         #: When what it records happened (a service's own time, never in the
         #: future nor before the offer was made): transitions and messages say it.
         self.at = now if at is None else max(min(at, now), _instant(record.created))
-        self.time = format_instant(to_millisecond(self.at))
+        self.time = format_stamp(self.at)
 
     def emit(self, role: str, kind: type[Event], component: str | None, **fields: Any) -> None:
         """Publish an event of ``kind`` about ``component`` to the workers of ``role``."""

@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 from talicada.broker.planner import Window
-from talicada.schema.iso8601 import format_duration, format_instant, to_millisecond
+from talicada.schema.iso8601 import format_duration, format_instant, format_stamp, to_millisecond
 from talicada.schema.model import (
     ExecutionSession,
     Metadata,
@@ -142,10 +142,10 @@ def build_offer(
         meta=Metadata(
             uuid=session_id,
             name=f"{base_name}-offer-{index}" if base_name else None,
-            created=format_instant(to_millisecond(now)),
+            created=format_stamp(now),
         ),
         phase="OFFERED",
-        expires=format_instant(to_millisecond(expires)),
+        expires=format_stamp(expires),
         schedule=schedule_for(window),
         executable=executable,
         compute=compute,

@@ -41,7 +41,7 @@ from talicada.broker.records import (
 from talicada.broker.store import EVERYONE, Store
 from talicada.broker.store.samples import MemorySamples, SampleStore
 from talicada.schema import messages as msg
-from talicada.schema.iso8601 import format_instant, to_millisecond
+from talicada.schema.iso8601 import format_stamp
 from talicada.schema.messages import Conflict, MessageItem, NotFound
 from talicada.schema.model import AnyUpdate, SessionPhase
 from talicada.schema.validation import ValidRequest
@@ -260,7 +260,7 @@ class Broker:
         else:
             record.valid_until = record.expires
         first = Transition(
-            time=format_instant(to_millisecond(now)),
+            time=format_stamp(now),
             source="INITIAL",
             target="OFFERED",
             cause="request",
@@ -536,7 +536,7 @@ class Broker:
         now = self.clock()
         current = await self.session(uuid, owner)
         record = Transition(
-            time=format_instant(to_millisecond(now)),
+            time=format_stamp(now),
             source=current.phase,
             target=target,
             cause=cause,

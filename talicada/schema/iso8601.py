@@ -213,6 +213,11 @@ def to_millisecond(value: datetime) -> datetime:
     return rounded
 
 
+def format_stamp(value: datetime) -> str:
+    """``value`` as the API writes recorded instants: UTC, to the millisecond."""
+    return format_instant(to_millisecond(value))
+
+
 def duration_to_millisecond(value: timedelta) -> timedelta:
     """``value`` rounded to the nearest millisecond (see :func:`to_millisecond`)."""
     return timedelta(milliseconds=round(value / timedelta(milliseconds=1)))

@@ -16,8 +16,7 @@ import msgspec
 from talicada.schema.iso8601 import (
     duration_to_millisecond,
     format_duration,
-    format_instant,
-    to_millisecond,
+    format_stamp,
 )
 
 Level = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
@@ -160,7 +159,7 @@ def _text(value: object) -> str:
         rounded = duration_to_millisecond(abs(value))
         return format_duration(rounded) if value >= timedelta(0) else "-" + format_duration(rounded)
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return format_instant(to_millisecond(value))
+        return format_stamp(value)
     return str(value)
 
 
@@ -177,7 +176,7 @@ def make(
     return MessageItem(
         kind=_URN + kind,
         level=level,
-        time=format_instant(to_millisecond(now or datetime.now(UTC))),
+        time=format_stamp(now or datetime.now(UTC)),
         template=template,
         values=texts,
         message=template.format_map(texts),
