@@ -13,7 +13,7 @@ import msgspec
 
 from talicada.events.report import Report
 from talicada.schema import model
-from talicada.schema._xml_names import SCHEMA_ELEMENTS, is_attribute, item_name
+from talicada.schema._xml_names import SCHEMA_ELEMENTS, attribute_name, item_name
 from talicada.schema.dialects import DEFAULT_KIND
 from talicada.schema.kinds import KINDS, Dialect, Family, uri_for
 from talicada.schema.messages import MessageItem
@@ -112,7 +112,7 @@ def _xml_hints(node: Any, key: str | None, element: str | None) -> None:
         node["items"] = {**node["items"], "xml": {"name": member}}
         _xml_hints(node["items"], member, member)
     for name, value in node.get("properties", {}).items():
-        if isinstance(value, dict) and element is not None and is_attribute(name, "", element):
+        if isinstance(value, dict) and element is not None and attribute_name(name, element):
             value["xml"] = {"attribute": True}
         # A nested component is written as an element named by its key.
         _xml_hints(value, name, name)

@@ -18,6 +18,7 @@ the same way).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -88,6 +89,7 @@ def singular(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def item_name(list_name: str, parent: str | None = None) -> str:
     """The element name of each member of the list written as ``<list_name>``
     inside ``<parent>``."""
@@ -99,10 +101,11 @@ def item_name(list_name: str, parent: str | None = None) -> str:
     )
 
 
+def attribute_name(key: str, element: str) -> bool:
+    """Whether a scalar ``key`` of the dict written as ``<element>`` is an XML attribute."""
+    return key in ATTRIBUTES and element not in ELEMENT_KIND
+
+
 def is_attribute(key: str, value: object, element: str) -> bool:
     """Whether ``key: value`` of the dict written as ``<element>`` is an XML attribute."""
-    return (
-        key in ATTRIBUTES
-        and element not in ELEMENT_KIND
-        and isinstance(value, str | int | float | bool)
-    )
+    return attribute_name(key, element) and isinstance(value, str | int | float | bool)

@@ -177,11 +177,11 @@ local function reshape(points, before, after, cap_cores, cap_memory)
   return true
 end
 
--- The entries counted together with uuid's (which must exist): the holds of
--- its offer set on this platform, whose offers are members; or, for a booking
--- or a hold of no set, itself. As {uuid = hold}.
-local function counted_with(entries, uuid, members)
-  local state, first, last, cores, memory, offerset = parse_entry(redis.call('HGET', entries, uuid))
+-- The entries counted together with uuid's (entry: its text, as read): the
+-- holds of its offer set on this platform, whose offers are members; or, for
+-- a booking or a hold of no set, itself. As {uuid = hold}.
+local function counted_with(entries, uuid, entry, members)
+  local state, first, last, cores, memory, offerset = parse_entry(entry)
   local together = {[uuid] = {first, last, cores, memory}}
   if state ~= 'H' or offerset == '' then return together end
   local others = {}
@@ -207,8 +207,8 @@ end
 
 -- Replace uuid's entry by moved ({first, last, cores, memory}; nil: drop it)
 -- in what the calendar counts; with capacity only when there is room for it.
-local function change_entry(points, entries, uuid, members, moved, cap_cores, cap_memory)
-  local together = counted_with(entries, uuid, members)
+local function change_entry(points, entries, uuid, entry, members, moved, cap_cores, cap_memory)
+  local together = counted_with(entries, uuid, entry, members)
   local before = holds_of(together)
   together[uuid] = moved
   return reshape(points, before, holds_of(together), cap_cores, cap_memory)
@@ -218,8 +218,9 @@ end
 -- set's envelope becomes that of the set's other holds). members: the offers
 -- of the session's offer set (members_of).
 local function free_entry(points, entries, uuid, members)
-  if redis.call('HEXISTS', entries, uuid) == 0 then return end
-  change_entry(points, entries, uuid, members, nil)
+  local entry = redis.call('HGET', entries, uuid)
+  if not entry then return end
+  change_entry(points, entries, uuid, entry, members, nil)
   redis.call('HDEL', entries, uuid)
 end
 
@@ -251,7 +252,7 @@ local function book_entry(points, entries, uuid, members)
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return end
   local _, first, last, cores, memory = parse_entry(entry)
-  change_entry(points, entries, uuid, members, nil)
+  change_entry(points, entries, uuid, entry, members, nil)
   count(points, first, last, cores, memory)
   redis.call('HSET', entries, uuid, format_entry('B', first, last, cores, memory, ''))
 end
@@ -317,7 +318,7 @@ local function rebook(points, entries, uuid, new_last, cap_cores, cap_memory, me
   local entry = redis.call('HGET', entries, uuid)
   if not entry then return true end
   local state, first, _, cores, memory, offerset = parse_entry(entry)
-  if not change_entry(points, entries, uuid, members, {first, new_last, cores, memory},
+  if not change_entry(points, entries, uuid, entry, members, {first, new_last, cores, memory},
       cap_cores, cap_memory) then
     return false
   end
