@@ -16,13 +16,12 @@ from pathlib import Path
 import msgspec
 
 from talicada.broker import fairness
-from talicada.broker.records import Transition
 from talicada.broker.service import Broker
 from talicada.broker.store import OVER_CAP, Held, Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
 from talicada.settings import load
-from tests.test_store import SMALL, FakeClock, broker_on, ping, valid
+from tests.test_store import OFFERED, SMALL, FakeClock, broker_on, ping, valid
 
 
 async def held(store: Store, owner: str, clock: FakeClock) -> Held:
@@ -82,9 +81,7 @@ async def test_a_hold_past_the_owners_cap_is_refused_and_writes_nothing(store: S
     offerset = msgspec.structs.replace(
         second.record, owner="alice", uuid="00000000-0000-4000-8000-00000000cafe"
     )
-    history = [
-        Transition(time="2030-01-01T12:00:00Z", source="INITIAL", target="OFFERED", cause="t")
-    ]
+    history = [OFFERED]
     before = await store.entries("small")
     result = await store.hold(offerset, offers, {"small": (4, 8)}, history, {"small": (3, 64)})
     assert result == OVER_CAP

@@ -29,13 +29,13 @@ from talicada.broker.store import Store
 from talicada.broker.store.memory import MemoryStore
 from talicada.broker.store.redis import RedisStore
 from talicada.constants import Keys
-from talicada.settings import PlatformSettings, load
-from tests.test_store import FakeClock, ping, valid
+from talicada.settings import PlatformSettings
+from tests.test_store import OFFERED, FakeClock, broker_on, ping, valid
 
 #: Slots the random calendars use; every booking ends before twice this.
 SPAN = 60
 CAPACITY = {"a": (6, 8), "b": (4, 6)}
-FIRST = Transition(time="2030-01-01T12:00:00Z", source="INITIAL", target="OFFERED", cause="t")
+FIRST = OFFERED
 EIGHT = PlatformSettings(name="eight", cores=8, memory=16, max_duration=86400)
 
 _TEMPLATE: dict[str, SessionRecord] = {}
@@ -45,10 +45,7 @@ async def template() -> SessionRecord:
     """One real offer record, to make random offers from (made once)."""
     if not _TEMPLATE:
         clock = FakeClock()
-        settings_ = msgspec.structs.replace(load(environ={}), platforms=[EIGHT])
-        view = await Broker(settings_, MemoryStore(), clock=clock).request(
-            valid(ping(), clock), "alice"
-        )
+        view = await broker_on(MemoryStore(), clock, EIGHT).request(valid(ping(), clock), "alice")
         _TEMPLATE["offer"] = view.offers[0].record
     return _TEMPLATE["offer"]
 
@@ -285,8 +282,7 @@ async def shape_of(broker: Broker, made: OfferSetView) -> SessionRecord:
 
 
 def eight_cores(store: Store, clock: FakeClock) -> Broker:
-    settings_ = msgspec.structs.replace(load(environ={}, max_offers=4), platforms=[EIGHT])
-    return Broker(settings_, store, clock=clock)
+    return broker_on(store, clock, EIGHT, max_offers=4)
 
 
 async def test_four_overlapping_siblings_of_two_cores_hold_two_and_others_get_offers(

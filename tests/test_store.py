@@ -47,9 +47,15 @@ class FakeClock:
         return self.now
 
 
-def broker_on(store: Store, clock: FakeClock, **overrides: Any) -> Broker:
-    settings = msgspec.structs.replace(load(environ={}, **overrides), platforms=[SMALL])
+def broker_on(
+    store: Store, clock: FakeClock, platform: PlatformSettings = SMALL, **overrides: Any
+) -> Broker:
+    settings = msgspec.structs.replace(load(environ={}, **overrides), platforms=[platform])
     return Broker(settings, store, clock=clock)
+
+
+#: The first transition of an offer made by hand (tests that call ``store.hold``).
+OFFERED = Transition(time="2030-01-01T12:00:00Z", source="INITIAL", target="OFFERED", cause="t")
 
 
 def ping(cores: tuple[int, int] = (1, 2), start: str | None = None) -> dict[str, object]:
@@ -100,7 +106,7 @@ async def test_hold_refuses_an_offer_that_no_longer_fits_and_writes_nothing(stor
     record = one.offers[0].record
     clash = msgspec.structs.replace(record, uuid="00000000-0000-4000-8000-000000000001")
     offerset = msgspec.structs.replace(one.record, uuid="00000000-0000-4000-8000-000000000002")
-    first = Transition(time="2030-01-01T12:00:00Z", source="INITIAL", target="OFFERED", cause="t")
+    first = OFFERED
     # When the second is held over the first
     result = await store.hold(offerset, [clash], {"small": (4, 8)}, [first])
     # Then it is refused and nothing of it is stored
