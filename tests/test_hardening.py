@@ -49,3 +49,32 @@ def test_embedded_mode_without_auth_listens_on_loopback_only_unless_told() -> No
         with pytest.raises(SettingsError, match="not loopback and authentication is off"):
             create_app(load(environ={}, host=host))
     create_app(load(environ={}, host="0.0.0.0", allow_unauthenticated_listen=True))
+
+
+@pytest.mark.parametrize("query", [{"offers": "null"}, {"offers": "null", "phase": "REJECTED"}])
+async def test_a_bad_offers_flag_is_a_400_even_when_phases_make_it_moot(
+    make_client: ClientFactory, query: dict[str, str]
+) -> None:
+    client = await make_client()
+    listed = await client.get("/sessions", params=query)
+    assert listed.status == 400, query
+    (message,) = (await listed.json())["messages"]
+    assert message["values"]["path"] == "offers"
+
+
+async def test_a_bad_phase_on_a_session_read_is_a_400_with_or_without_wait(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client()
+    offers = await (
+        await client.post(
+            "/requests", json={"executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"}}
+        )
+    ).json()
+    uuid = offers["offers"][0]["meta"]["uuid"]
+    for query in ({"phase": "BOGUS"}, {"phase": "BOGUS", "wait": "1"}):
+        read = await client.get(f"/sessions/{uuid}", params=query)
+        assert read.status == 400, query
+        (message,) = (await read.json())["messages"]
+        assert message["values"]["path"] == "phase"
+    assert (await client.get(f"/sessions/{uuid}", params={"phase": "OFFERED"})).status == 200

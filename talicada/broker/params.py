@@ -8,11 +8,13 @@ patterns here are ASCII and short.
 from __future__ import annotations
 
 import re
+from typing import cast, get_args
 
 from aiohttp import web
 
 from talicada.schema import messages as msg
 from talicada.schema.messages import RequestInvalid
+from talicada.schema.model import SessionPhase
 
 _WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?", re.ASCII)
@@ -48,6 +50,21 @@ def seconds(request: web.Request, name: str, high: float | None) -> float | None
             [msg.make(msg.INVALID_FIELD, path=name, reason=f"seconds, {bound}, in ASCII digits")]
         )
     return float(text)
+
+
+#: Every phase a session can be in.
+PHASES: frozenset[SessionPhase] = frozenset(get_args(SessionPhase))
+
+
+def phases(request: web.Request, name: str = "phase") -> list[SessionPhase]:
+    """Parameter ``name`` (repeatable, comma-separated) as session phases; a 400
+    naming the first unknown one."""
+    found = [p for value in request.query.getall(name, []) for p in value.split(",") if p]
+    unknown = [phase for phase in found if phase not in PHASES]
+    if unknown:
+        reason = f"unknown phase {unknown[0]!r}; phases are " + ", ".join(sorted(PHASES))
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason=reason)])
+    return cast(list[SessionPhase], found)
 
 
 def prefer_offers(request: web.Request) -> int | None:

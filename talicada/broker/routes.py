@@ -37,8 +37,6 @@ from talicada.workers.health import workers as worker_health
 
 routes = web.RouteTableDef()
 
-_PHASES: frozenset[str] = frozenset(SessionPhase.__args__)  # type: ignore[attr-defined]
-
 
 def _base(request: web.Request) -> str:
     return base_url(request, request.app[SETTINGS].base_url)
@@ -223,26 +221,16 @@ async def list_sessions(request: web.Request) -> web.Response:
     Without ``phase``, offers (OFFERED, REJECTED, EXPIRED) are left out unless
     ``offers=true``.
     """
-    phases = [p for value in request.query.getall("phase", []) for p in value.split(",") if p]
-    unknown = [phase for phase in phases if phase not in _PHASES]
-    if unknown:
-        raise RequestInvalid(
-            [
-                msg.make(
-                    msg.INVALID_FIELD,
-                    path="phase",
-                    reason=f"unknown phase {unknown[0]!r}; phases are "
-                    + ", ".join(sorted(_PHASES)),
-                )
-            ]
-        )
-    if not phases and not _flag(request, "offers"):
+    phases = params.phases(request)
+    # Parsed whether or not it matters, so a bad value is always a 400.
+    with_offers = _flag(request, "offers")
+    if not phases and not with_offers:
         # Offers, taken or not, are the offer set's business; a user's list is
         # what was accepted (docs/ARCHITECTURE.md §3).
-        phases = sorted(_PHASES - _OFFER_PHASES)
+        phases = sorted(params.PHASES - _OFFER_PHASES)
     sessions, cursor = await request.app[BROKER].list_sessions(
         viewer(request),
-        phases=phases,  # type: ignore[arg-type]
+        phases=phases,
         since=_instant_param(request, "since"),
         until=_instant_param(request, "until"),
         cursor=request.query.get("cursor"),
