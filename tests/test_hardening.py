@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from talicada.broker.app import create_app
 from talicada.settings import SettingsError, load
@@ -78,3 +79,22 @@ async def test_a_bad_phase_on_a_session_read_is_a_400_with_or_without_wait(
         (message,) = (await read.json())["messages"]
         assert message["values"]["path"] == "phase"
     assert (await client.get(f"/sessions/{uuid}", params={"phase": "OFFERED"})).status == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("count", "²"),
+        ("count", "0"),
+        ("dead_letters", "null"),
+        ("from_start", "yes"),
+        ("session", "abc"),
+    ],
+)
+async def test_the_event_feeds_parameters_are_parsed_strictly(name: str, value: str) -> None:
+    app = create_app(load(environ={}))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/events", params={name: value})
+        assert response.status == 400, (name, value)
+        (message,) = (await response.json())["messages"]
+        assert message["values"]["path"] == name

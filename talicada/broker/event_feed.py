@@ -11,6 +11,7 @@ import asyncio
 
 from aiohttp import web
 
+from talicada.broker import params
 from talicada.broker.keys import BROKER, SETTINGS
 from talicada.events import tail
 from talicada.events.streams import LIFECYCLE, stream
@@ -30,16 +31,6 @@ def known_streams(request: web.Request) -> list[str]:
     return [LIFECYCLE, *(stream(role, backend) for role, backend in backends_in_use(platforms))]
 
 
-def _count(request: web.Request) -> int | None:
-    text = request.query.get("count")
-    if text is None:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        reason = "a whole number from 1 to 100000"
-        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="count", reason=reason)])
-    return int(text)
-
-
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Follow ``?stream=`` (repeat; default lifecycle), ``&session=&type=&from_start=&count=``.
@@ -53,14 +44,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     if unknown:
         reason = f"unknown stream {unknown[0]!r}; streams are " + ", ".join(known)
         raise RequestInvalid([msg.make(msg.INVALID_FIELD, path="stream", reason=reason)])
-    count = _count(request)
+    # Every parameter is checked before the stream starts: a bad one is a 400.
+    count = params.whole(request, "count", 0, 1, 100_000) or None
+    dead_letters = params.flag(request, "dead_letters")
+    from_start = params.flag(request, "from_start")
+    session = params.uuid(request, "session")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
 
     async def emit(line: str) -> None:
         await response.write(line.encode())
 
-    if request.query.get("dead_letters") == "true":
+    if dead_letters:
         await tail.dead_letters(bus, limit=count or 100, emit=emit)
     else:
         stop = asyncio.Event()
@@ -70,9 +65,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             await tail.follow(
                 bus,
                 streams,
-                session=request.query.get("session"),
+                session=session,
                 types=request.query.getall("type", []),
-                from_start=request.query.get("from_start") == "true",
+                from_start=from_start,
                 count=count,
                 stop=stop,
                 emit=emit,

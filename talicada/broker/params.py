@@ -8,6 +8,7 @@ patterns here are ASCII and short.
 from __future__ import annotations
 
 import re
+import uuid as uuidlib
 from typing import cast, get_args
 
 from aiohttp import web
@@ -50,6 +51,25 @@ def seconds(request: web.Request, name: str, high: float | None) -> float | None
             [msg.make(msg.INVALID_FIELD, path=name, reason=f"seconds, {bound}, in ASCII digits")]
         )
     return float(text)
+
+
+def flag(request: web.Request, name: str) -> bool:
+    """A ``true``/``false`` (or ``1``/``0``) parameter; absent: false."""
+    text = request.query.get(name, "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason="true or false")])
+    return text in ("true", "1")
+
+
+def uuid(request: web.Request, name: str) -> str | None:
+    """Parameter ``name`` as a uuid (normalised), or None when absent."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return str(uuidlib.UUID(text))
+    except ValueError:
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason="a uuid")]) from None
 
 
 #: Every phase a session can be in.

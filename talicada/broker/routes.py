@@ -205,15 +205,6 @@ def _limit_param(request: web.Request) -> int:
 _OFFER_PHASES: frozenset[str] = frozenset({"INITIAL", "OFFERED", "REJECTED", "EXPIRED"})
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    """A ``true``/``false`` query parameter (absent: false)."""
-    text = request.query.get(name, "false").lower()
-    if text not in ("true", "false", "1", "0"):
-        reason = "true or false"
-        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason=reason)])
-    return text in ("true", "1")
-
-
 @routes.get("/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     """The caller's sessions, newest first: ``?phase=&since=&until=&cursor=&limit=&offers=``.
@@ -223,7 +214,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     """
     phases = params.phases(request)
     # Parsed whether or not it matters, so a bad value is always a 400.
-    with_offers = _flag(request, "offers")
+    with_offers = params.flag(request, "offers")
     if not phases and not with_offers:
         # Offers, taken or not, are the offer set's business; a user's list is
         # what was accepted (docs/ARCHITECTURE.md §3).
