@@ -103,8 +103,11 @@ async def test_while_redis_is_stopped_every_call_is_503_and_afterwards_every_ses
                 response = await client.post("/sessions", json=delay(15))
                 assert response.status == 200, await response.text()
                 sessions.append((await response.json())["meta"]["uuid"])
-            for uuid in sessions:
-                await wait_for(client, uuid, {"RUNNING"}, limit=60)
+            # All at once: one by one, a session that started late could keep the
+            # wait on it long enough for the others (15 s each) to finish meanwhile.
+            await asyncio.gather(
+                *(wait_for(client, uuid, {"RUNNING"}, limit=60) for uuid in sessions)
+            )
 
             with capture_logs() as logs:
                 await redis_server.stop()
