@@ -98,3 +98,20 @@ async def test_the_event_feeds_parameters_are_parsed_strictly(name: str, value: 
         assert response.status == 400, (name, value)
         (message,) = (await response.json())["messages"]
         assert message["values"]["path"] == name
+
+
+@pytest.mark.parametrize("value", ["RUNNING,FAILED", "running"])
+async def test_a_session_read_takes_exactly_one_phase(
+    make_client: ClientFactory, value: str
+) -> None:
+    client = await make_client()
+    offers = await (
+        await client.post(
+            "/requests", json={"executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"}}
+        )
+    ).json()
+    uuid = offers["offers"][0]["meta"]["uuid"]
+    read = await client.get(f"/sessions/{uuid}", params={"phase": value})
+    assert read.status == 400, value
+    (message,) = (await read.json())["messages"]
+    assert message["values"]["path"] == "phase"

@@ -76,6 +76,17 @@ def uuid(request: web.Request, name: str) -> str | None:
 PHASES: frozenset[SessionPhase] = frozenset(get_args(SessionPhase))
 
 
+def phase(request: web.Request, name: str = "phase") -> SessionPhase | None:
+    """Parameter ``name`` as one session phase, or None when absent (or empty)."""
+    found = [value for value in request.query.getall(name, []) if value]
+    if not found:
+        return None
+    if len(found) > 1 or found[0] not in PHASES:
+        reason = "one phase of " + ", ".join(sorted(PHASES))
+        raise RequestInvalid([msg.make(msg.INVALID_FIELD, path=name, reason=reason)])
+    return found[0]
+
+
 def phases(request: web.Request, name: str = "phase") -> list[SessionPhase]:
     """Parameter ``name`` (repeatable, comma-separated) as session phases; a 400
     naming the first unknown one."""

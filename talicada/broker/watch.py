@@ -64,10 +64,10 @@ async def long_poll(request: web.Request, uuid: str, live: LiveSession) -> LiveS
     """
     wait = _wait_param(request)
     final = _until_final(request)
-    given = params.phases(request)  # checked whether or not it is used: a bad one is a 400
+    given = params.phase(request)  # checked whether or not it is used: a bad one is a 400
     if not wait:
         return live
-    phase = given[0] if given else live.phase
+    phase = given or live.phase
     broker = request.app[BROKER]
     deadline = time.monotonic() + wait
     async with request.app[NOTIFIER].watch(uuid) as changed:
