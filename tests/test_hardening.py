@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from talicada.broker.app import create_app
 from talicada.settings import SettingsError, load
 from tests.conftest import ClientFactory
-from tests.lifecycle_support import task
+from tests.lifecycle_support import Client, task
 
 
 async def test_three_hundred_data_items_get_a_400_that_says_why(make_client: ClientFactory) -> None:
@@ -63,16 +63,17 @@ async def test_a_bad_offers_flag_is_a_400_even_when_phases_make_it_moot(
     assert message["values"]["path"] == "offers"
 
 
+async def an_offer(client: Client) -> str:
+    """The uuid of a fresh ping offer."""
+    offers = await (await client.post("/requests", json=task("ping"))).json()
+    return str(offers["offers"][0]["meta"]["uuid"])
+
+
 async def test_a_bad_phase_on_a_session_read_is_a_400_with_or_without_wait(
     make_client: ClientFactory,
 ) -> None:
     client = await make_client()
-    offers = await (
-        await client.post(
-            "/requests", json={"executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"}}
-        )
-    ).json()
-    uuid = offers["offers"][0]["meta"]["uuid"]
+    uuid = await an_offer(client)
     for query in ({"phase": "BOGUS"}, {"phase": "BOGUS", "wait": "1"}):
         read = await client.get(f"/sessions/{uuid}", params=query)
         assert read.status == 400, query
@@ -105,12 +106,7 @@ async def test_a_session_read_takes_exactly_one_phase(
     make_client: ClientFactory, value: str
 ) -> None:
     client = await make_client()
-    offers = await (
-        await client.post(
-            "/requests", json={"executable": {"kind": "urn:talicada:kinds:executable:ping-1.0"}}
-        )
-    ).json()
-    uuid = offers["offers"][0]["meta"]["uuid"]
+    uuid = await an_offer(client)
     read = await client.get(f"/sessions/{uuid}", params={"phase": value})
     assert read.status == 400, value
     (message,) = (await read.json())["messages"]
